@@ -1,0 +1,301 @@
+"""Blockwise attention with an online softmax and a recomputing backward pass.
+
+FlashAttention (Dao et al. 2022) / "Self-attention does not need O(n^2) memory"
+(Rabe & Staats 2021), written in plain JAX so that it compiles for CPU, GPU and TPU.
+
+Forward: for each query block, loop over key/value blocks keeping the running row max
+m, the running softmax denominator l and the unnormalized output; save only the output
+and the log-sum-exp  lse = m + log(l)  per query row.
+Backward (a `jax.custom_vjp`): for each key/value block, loop over query blocks and
+recompute the probabilities  p = exp(s - lse)  from the saved lse; dK and dV of the block
+stay in the loop carry, dQ is accumulated into one [.., Tq, H] buffer. Nothing of size
+Tq x Tk is ever stored, so memory is O(length).
+
+Causal attention and length padding shrink the loop bounds, so fully masked blocks are
+never computed, in either pass. Segment ids, masks and biases are sliced per block.
+A fully masked query row returns 0 (its lse is +inf, so every recomputed p is 0).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from attention.kernels import common
+from attention.kernels import dropout as dropout_lib
+
+# (block_q, block_kv) per backend. CPU: measured by scripts/bench_attention.py --tune
+# (see BENCHMARKS.md). GPU/TPU: the FlashAttention-2 paper's sizes, not tuned here.
+DEFAULT_BLOCKS = {'cpu': (512, 512), 'gpu': (128, 128), 'tpu': (512, 512)}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+  """Static description of one call: sizes after padding and which features are on."""
+
+  dims: common.Dims
+  block_q: int
+  block_kv: int
+  num_q_blocks: int
+  num_kv_blocks: int
+  scale: float
+  is_causal: bool
+  dropout_rate: float
+
+  @property
+  def q_padded(self) -> int:
+    return self.num_q_blocks * self.block_q
+
+  @property
+  def kv_padded(self) -> int:
+    return self.num_kv_blocks * self.block_kv
+
+
+def flash_attention(query, key, value, *, mask=None, bias=None, is_causal=False, scale=None,
+                    q_segment_ids=None, kv_segment_ids=None, q_lengths=None, kv_lengths=None,
+                    alibi_slopes=None, dropout_rate=0.0, dropout_rng=None, block_q=None,
+                    block_kv=None):
+  """Exact attention in O(length) memory; output [B, Tq, N, Hv] in the dtype of `query`.
+
+  block_q, block_kv: tile sizes (default: DEFAULT_BLOCKS for the current backend);
+  any sequence length works, the last tile is padded.
+  """
+  dims = common.check_inputs(
+      query, key, value, mask=mask, bias=bias, scale=scale, q_segment_ids=q_segment_ids,
+      kv_segment_ids=kv_segment_ids, q_lengths=q_lengths, kv_lengths=kv_lengths,
+      alibi_slopes=alibi_slopes, dropout_rate=dropout_rate, dropout_rng=dropout_rng,
+      kernel='flash')
+  default_q, default_kv = DEFAULT_BLOCKS.get(jax.default_backend(), DEFAULT_BLOCKS['gpu'])
+  block_q = min(block_q or default_q, dims.q_len)
+  block_kv = min(block_kv or default_kv, dims.kv_len)
+  if block_q <= 0 or block_kv <= 0:
+    raise ValueError(f'flash: block sizes must be positive, got {block_q}, {block_kv}')
+  plan = _Plan(dims, block_q, block_kv, -(-dims.q_len // block_q), -(-dims.kv_len // block_kv),
+               common.default_scale(scale, dims.head_dim), bool(is_causal), float(dropout_rate))
+  pad_q = plan.q_padded - dims.q_len
+  pad_kv = plan.kv_padded - dims.kv_len
+
+  q = query.reshape(dims.batch, dims.q_len, dims.num_kv_heads, dims.groups, dims.head_dim)
+  q = jnp.pad(q.transpose(0, 2, 3, 1, 4), [(0, 0)] * 3 + [(0, pad_q), (0, 0)])
+  k = jnp.pad(jnp.swapaxes(key, 1, 2), [(0, 0), (0, 0), (0, pad_kv), (0, 0)])
+  v = jnp.pad(jnp.swapaxes(value, 1, 2), [(0, 0), (0, 0), (0, pad_kv), (0, 0)])
+  if pad_kv and kv_lengths is None:
+    kv_lengths = jnp.full((dims.batch,), dims.kv_len, jnp.int32)
+  aux = {
+      'mask': None if mask is None else _pad_grouped(mask, dims, pad_q, pad_kv, False),
+      'q_segment_ids': _pad_last(q_segment_ids, pad_q),
+      'kv_segment_ids': _pad_last(kv_segment_ids, pad_kv),
+      'q_lengths': q_lengths,
+      'kv_lengths': kv_lengths,
+      'alibi_slopes': alibi_slopes,
+      'seed': None if dropout_rate == 0.0 else common.rng_to_seed(dropout_rng),
+  }
+  bias5 = None if bias is None else _pad_grouped(bias, dims, pad_q, pad_kv, 0.0)
+  out = _flash(plan, q, k, v, bias5, aux)
+  out = out[:, :, :, :dims.q_len].transpose(0, 3, 1, 2, 4)
+  return out.reshape(dims.batch, dims.q_len, dims.num_heads, dims.value_dim)
+
+
+def _pad_last(x, pad):
+  return None if x is None else jnp.pad(x, [(0, 0), (0, pad)])
+
+
+def _pad_grouped(x, dims, pad_q, pad_kv, fill):
+  """mask/bias [B?, N?, Tq?, Tk?] -> grouped 5-d, padded along the full-size length axes."""
+  x = common.group_heads(x, dims.num_kv_heads)
+  pads = [(0, 0)] * 3 + [(0, pad_q if x.shape[3] > 1 else 0), (0, pad_kv if x.shape[4] > 1 else 0)]
+  return jnp.pad(x, pads, constant_values=fill)
+
+
+def _block_of(x, i, j, plan: _Plan):
+  """The (i, j) tile of a grouped 5-d mask/bias, leaving broadcast (size-1) axes alone."""
+  if x is None:
+    return None
+  if x.shape[3] > 1:
+    x = lax.dynamic_slice_in_dim(x, i * plan.block_q, plan.block_q, axis=3)
+  if x.shape[4] > 1:
+    x = lax.dynamic_slice_in_dim(x, j * plan.block_kv, plan.block_kv, axis=4)
+  return x
+
+
+def _scores(plan: _Plan, q_blk, k_blk, i, j, bias, aux):
+  """Masked logits [B, K, G, bq, bkv] (fp32, -inf where not visible) and the dropout keep mask."""
+  q_pos = i * plan.block_q + jnp.arange(plan.block_q)
+  kv_pos = j * plan.block_kv + jnp.arange(plan.block_kv)
+  s = jnp.einsum('bkgqh,bkch->bkgqc', q_blk, k_blk, preferred_element_type=jnp.float32)
+  s = common.add_position_bias(
+      s * plan.scale, q_pos, kv_pos, bias=_block_of(bias, i, j, plan),
+      alibi_slopes=aux['alibi_slopes'], num_kv_heads=plan.dims.num_kv_heads)
+  seg_q = aux['q_segment_ids']
+  seg_kv = aux['kv_segment_ids']
+  allowed = common.visible(
+      q_pos, kv_pos, is_causal=plan.is_causal, q_lengths=aux['q_lengths'],
+      kv_lengths=aux['kv_lengths'],
+      q_segment_ids=None if seg_q is None else lax.dynamic_slice_in_dim(
+          seg_q, i * plan.block_q, plan.block_q, axis=1),
+      kv_segment_ids=None if seg_kv is None else lax.dynamic_slice_in_dim(
+          seg_kv, j * plan.block_kv, plan.block_kv, axis=1),
+      mask=_block_of(aux['mask'], i, j, plan))
+  if allowed is not None:
+    s = jnp.where(allowed, s, -jnp.inf)
+  keep = None
+  if plan.dropout_rate > 0.0:
+    keep = dropout_lib.keep_mask(aux['seed'], plan.dropout_rate, plan.dims.num_heads, q_pos,
+                                 kv_pos, plan.dims.batch, plan.dims.num_kv_heads)
+  return s, keep
+
+
+def _dropped(x, keep, plan: _Plan):
+  if keep is None:
+    return x
+  return jnp.where(keep, x * (1.0 / (1.0 - plan.dropout_rate)), 0.0)
+
+
+def _max_length(lengths, full):
+  return full if lengths is None else jnp.max(lengths)
+
+
+def _kv_block_range(plan: _Plan, i, aux):
+  """Key/value blocks that query block i can see: [0, hi)."""
+  hi = jnp.asarray(plan.num_kv_blocks)
+  if plan.is_causal:
+    last_row = (i + 1) * plan.block_q - 1
+    hi = jnp.minimum(hi, last_row // plan.block_kv + 1)
+  kv_max = _max_length(aux['kv_lengths'], plan.dims.kv_len)
+  hi = jnp.minimum(hi, (kv_max + plan.block_kv - 1) // plan.block_kv)
+  q_max = _max_length(aux['q_lengths'], plan.dims.q_len)
+  return jnp.where(i * plan.block_q < q_max, hi, 0)
+
+
+def _q_block_range(plan: _Plan, j, aux):
+  """Query blocks that can see key/value block j: [lo, hi)."""
+  lo = (j * plan.block_kv) // plan.block_q if plan.is_causal else jnp.asarray(0)
+  q_max = _max_length(aux['q_lengths'], plan.dims.q_len)
+  hi = jnp.minimum(plan.num_q_blocks, (q_max + plan.block_q - 1) // plan.block_q)
+  kv_max = _max_length(aux['kv_lengths'], plan.dims.kv_len)
+  hi = jnp.where(j * plan.block_kv < kv_max, hi, lo)
+  return lo, jnp.maximum(hi, lo)
+
+
+def _forward(plan: _Plan, q, k, v, bias, aux):
+  """Returns out [B, K, G, Tq_pad, Hv] (dtype of q) and lse [B, K, G, Tq_pad] (fp32)."""
+  d = plan.dims
+  acc_shape = (d.batch, d.num_kv_heads, d.groups, plan.block_q)
+
+  def query_block(i):
+    q_blk = lax.dynamic_slice_in_dim(q, i * plan.block_q, plan.block_q, axis=3)
+
+    def kv_step(j, carry):
+      m, l, acc = carry
+      k_blk = lax.dynamic_slice_in_dim(k, j * plan.block_kv, plan.block_kv, axis=2)
+      v_blk = lax.dynamic_slice_in_dim(v, j * plan.block_kv, plan.block_kv, axis=2)
+      s, keep = _scores(plan, q_blk, k_blk, i, j, bias, aux)
+      m_new = jnp.maximum(m, jnp.max(s, axis=-1))
+      # Rows with nothing visible yet keep m = -inf; shift by 0 there to avoid inf - inf.
+      m_shift = jnp.where(jnp.isfinite(m_new), m_new, 0.0)
+      p = jnp.exp(s - m_shift[..., None])
+      correction = jnp.exp(m - m_shift)
+      l = l * correction + jnp.sum(p, axis=-1)
+      pv = jnp.einsum('bkgqc,bkch->bkgqh', _dropped(p, keep, plan).astype(v.dtype), v_blk,
+                      preferred_element_type=jnp.float32)
+      return m_new, l, acc * correction[..., None] + pv
+
+    init = (jnp.full(acc_shape, -jnp.inf, jnp.float32), jnp.zeros(acc_shape, jnp.float32),
+            jnp.zeros(acc_shape + (d.value_dim,), jnp.float32))
+    m, l, acc = lax.fori_loop(0, _kv_block_range(plan, i, aux), kv_step, init)
+    out = acc / jnp.where(l > 0, l, 1.0)[..., None]
+    lse = jnp.where(l > 0, m + jnp.log(jnp.where(l > 0, l, 1.0)), jnp.inf)
+    return out.astype(q.dtype), lse
+
+  out, lse = lax.map(query_block, jnp.arange(plan.num_q_blocks))
+  # [nq, B, K, G, bq, ...] -> [B, K, G, nq * bq, ...]
+  out = jnp.moveaxis(out, 0, 3).reshape(acc_shape[:3] + (plan.q_padded, d.value_dim))
+  lse = jnp.moveaxis(lse, 0, 3).reshape(acc_shape[:3] + (plan.q_padded,))
+  return out, lse
+
+
+def _backward(plan: _Plan, q, k, v, bias, aux, out, lse, d_out):
+  d = plan.dims
+  # D_i = sum_j P_ij dP_ij = dO_i . O_i (dropout included, since O already is dropped).
+  delta = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), axis=-1)
+  dq0 = jnp.zeros(q.shape, jnp.float32)
+  dbias0 = None if bias is None else jnp.zeros(bias.shape, jnp.float32)
+  kv_shape = (d.batch, d.num_kv_heads, plan.block_kv)
+
+  def kv_block(carry, j):
+    dq, dbias = carry
+    k_blk = lax.dynamic_slice_in_dim(k, j * plan.block_kv, plan.block_kv, axis=2)
+    v_blk = lax.dynamic_slice_in_dim(v, j * plan.block_kv, plan.block_kv, axis=2)
+
+    def q_step(i, c):
+      dk_j, dv_j, dq, dbias = c
+      rows = functools.partial(lax.dynamic_slice_in_dim, start_index=i * plan.block_q,
+                               slice_size=plan.block_q, axis=3)
+      q_blk, do_blk, lse_blk, delta_blk = rows(q), rows(d_out), rows(lse), rows(delta)
+      s, keep = _scores(plan, q_blk, k_blk, i, j, bias, aux)
+      p = jnp.exp(s - lse_blk[..., None])
+      dv_j += jnp.einsum('bkgqc,bkgqh->bkch', _dropped(p, keep, plan).astype(do_blk.dtype),
+                         do_blk, preferred_element_type=jnp.float32)
+      dp = jnp.einsum('bkgqh,bkch->bkgqc', do_blk, v_blk, preferred_element_type=jnp.float32)
+      ds = p * (_dropped(dp, keep, plan) - delta_blk[..., None])
+      ds_in = ds.astype(q.dtype)
+      dq_blk = jnp.einsum('bkgqc,bkch->bkgqh', ds_in, k_blk,
+                          preferred_element_type=jnp.float32) * plan.scale
+      dq = lax.dynamic_update_slice_in_dim(dq, rows(dq) + dq_blk, i * plan.block_q, axis=3)
+      dk_j += jnp.einsum('bkgqc,bkgqh->bkch', ds_in, q_blk,
+                         preferred_element_type=jnp.float32) * plan.scale
+      if dbias is not None:
+        dbias = _accumulate_bias_grad(dbias, ds, i, j, plan)
+      return dk_j, dv_j, dq, dbias
+
+    lo, hi = _q_block_range(plan, j, aux)
+    init = (jnp.zeros(kv_shape + (d.head_dim,), jnp.float32),
+            jnp.zeros(kv_shape + (d.value_dim,), jnp.float32), dq, dbias)
+    dk_j, dv_j, dq, dbias = lax.fori_loop(lo, hi, q_step, init)
+    return (dq, dbias), (dk_j, dv_j)
+
+  (dq, dbias), (dk, dv) = lax.scan(kv_block, (dq0, dbias0), jnp.arange(plan.num_kv_blocks))
+  # [nk, B, K, bkv, ...] -> [B, K, nk * bkv, ...]
+  dk = jnp.moveaxis(dk, 0, 2).reshape(k.shape)
+  dv = jnp.moveaxis(dv, 0, 2).reshape(v.shape)
+  if dbias is not None:
+    dbias = dbias.astype(bias.dtype)
+  return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), dbias
+
+
+def _accumulate_bias_grad(dbias, ds, i, j, plan: _Plan):
+  """Adds the (i, j) tile of dS, summed over the axes the bias broadcasts along."""
+  tile = jnp.sum(ds, axis=tuple(a for a in range(5) if dbias.shape[a] == 1), keepdims=True)
+  starts = [0, 0, 0, i * plan.block_q if dbias.shape[3] > 1 else 0,
+            j * plan.block_kv if dbias.shape[4] > 1 else 0]
+  current = lax.dynamic_slice(dbias, starts, tile.shape)
+  return lax.dynamic_update_slice(dbias, current + tile, starts)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _flash(plan, q, k, v, bias, aux):
+  return _forward(plan, q, k, v, bias, aux)[0]
+
+
+def _flash_fwd(plan, q, k, v, bias, aux):
+  out, lse = _forward(plan, q, k, v, bias, aux)
+  return out, (q, k, v, bias, aux, out, lse)
+
+
+def _flash_bwd(plan, residuals, d_out):
+  q, k, v, bias, aux, out, lse = residuals
+  dq, dk, dv, dbias = _backward(plan, q, k, v, bias, aux, out, lse, d_out)
+  return dq, dk, dv, dbias, jax.tree_util.tree_map(_zero_cotangent, aux)
+
+
+def _zero_cotangent(x):
+  if jnp.issubdtype(x.dtype, jnp.inexact):
+    return jnp.zeros_like(x)
+  return jnp.zeros(x.shape, jax.dtypes.float0)
+
+
+_flash.defvjp(_flash_fwd, _flash_bwd)
