@@ -148,7 +148,8 @@ def _check_exact(kernel, name, x, want, *, integer):
 def reject(kernel: str, **given) -> None:
   """Raises ValueError for features a kernel does not implement, if they were passed."""
   for name, value in given.items():
-    if value is not None and value is not False and value != 0.0:
+    unused = value is None or (isinstance(value, (bool, int, float)) and not value)
+    if not unused:
       raise ValueError(f'{kernel}: `{name}` is not supported by this kernel')
 
 

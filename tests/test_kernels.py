@@ -1,0 +1,254 @@
+"""Kernels against float64 NumPy on fresh random inputs: forward and gradients.
+
+Every run draws new inputs; a failure prints the seed that reproduces it
+(ATTENTION_TEST_SEED=<seed> pytest ...).
+"""
+
+import functools
+import os
+import secrets
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from attention import kernels
+from attention.kernels import dropout as dropout_lib
+from tests import numpy_attention as npa
+
+FWD_TOL = 1e-5
+GRAD_TOL = 1e-4
+
+
+def fresh_rng():
+  seed = int(os.environ.get('ATTENTION_TEST_SEED', secrets.randbits(32)))
+  return np.random.default_rng(seed), seed
+
+
+def rel_err(got, want, floor=1e-2):
+  """max |got - want| / max |want|. The floor keeps an exactly-zero reference (dq when a
+  row sees one key: softmax is constant) from turning rounding noise into infinity; the
+  inputs are O(1), so real gradients are far above it."""
+  got = np.asarray(got, np.float64)
+  want = np.asarray(want, np.float64)
+  assert got.shape == want.shape, (got.shape, want.shape)
+  return float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), floor))
+
+
+# name: (B, Tq, Tk, N, K, H, Hv, options). Options hold callables drawing masks etc.
+CASES = {
+    'odd_lengths': (2, 37, 37, 2, 2, 16, 16, {}),
+    'cross_q_ne_kv': (2, 19, 45, 2, 2, 32, 32, {}),
+    'q_len_1': (2, 1, 33, 2, 2, 16, 16, {}),
+    'kv_len_1': (1, 9, 1, 2, 2, 16, 16, {}),
+    'gqa': (2, 21, 29, 4, 2, 16, 16, {}),
+    'mqa_causal': (1, 40, 40, 4, 1, 16, 16, {'is_causal': True}),
+    'causal_cross': (2, 23, 41, 2, 2, 16, 16, {'is_causal': True}),
+    'causal_longer_q': (1, 41, 23, 2, 1, 16, 16, {'is_causal': True}),
+    'padding': (3, 26, 31, 2, 2, 16, 16, {'q_lengths': [26, 5, 17], 'kv_lengths': [31, 0, 12]}),
+    'segments': (2, 30, 30, 2, 2, 16, 16, {'segments': True}),
+    'mask_bias': (2, 18, 27, 4, 2, 16, 16, {'mask': True, 'bias': (1, 4, 18, 27)}),
+    'bias_broadcast': (2, 17, 25, 2, 2, 16, 16, {'bias': (2, 1, 1, 25), 'is_causal': True}),
+    'head_dim_64': (1, 33, 35, 2, 2, 64, 64, {'is_causal': True}),
+    'head_dim_128': (1, 20, 45, 2, 1, 128, 128, {'kv_lengths': [30]}),
+    'alibi': (2, 29, 29, 4, 4, 16, 16, {'alibi': True, 'is_causal': True}),
+    'dropout': (2, 25, 33, 4, 2, 16, 16, {'dropout_rate': 0.3}),
+    'value_dim_differs': (2, 19, 22, 2, 2, 16, 24, {'is_causal': True}),
+}
+
+# Small tiles, so that every case crosses several block boundaries with ragged ends.
+KERNEL_OPTIONS = {
+    'reference': {},
+    'flash': {'block_q': 8, 'block_kv': 16},
+    'flash_defaults': {},
+    'xla': {},
+}
+
+
+def make_case(name, rng, dtype=jnp.float32):
+  b, tq, tk, n, kh, h, hv, opts = CASES[name]
+  q = rng.normal(size=(b, tq, n, h))
+  k = rng.normal(size=(b, tk, kh, h))
+  v = rng.normal(size=(b, tk, kh, hv))
+  kw = {}
+  if opts.get('is_causal'):
+    kw['is_causal'] = True
+  for key in ('q_lengths', 'kv_lengths'):
+    if key in opts:
+      kw[key] = np.asarray(opts[key], np.int32)
+  if opts.get('segments'):
+    qs = np.sort(rng.integers(0, 3, (b, tq)), axis=1)
+    ks = np.sort(rng.integers(0, 3, (b, tk)), axis=1)
+    qs[:, -3:] = 7  # a segment no key belongs to: fully masked rows
+    kw['q_segment_ids'], kw['kv_segment_ids'] = qs.astype(np.int32), ks.astype(np.int32)
+  if opts.get('mask'):
+    mask = rng.random((b, 1, tq, tk)) < 0.7
+    mask[:, :, 2] = False  # a fully masked row
+    kw['mask'] = mask
+  if opts.get('alibi'):
+    kw['alibi_slopes'] = np.linspace(0.05, 0.5, n).astype(np.float32)
+  if 'dropout_rate' in opts:
+    kw['dropout_rate'] = opts['dropout_rate']
+    kw['dropout_rng'] = jax.random.key(int(rng.integers(1 << 30)))
+  bias = rng.normal(size=opts['bias']) if 'bias' in opts else None
+  cotangent = rng.normal(size=(b, tq, n, hv))
+  cast = lambda x: None if x is None else jnp.asarray(x, dtype)
+  return cast(q), cast(k), cast(v), cast(bias), kw, cotangent
+
+
+def numpy_result(q, k, v, bias, kw, cotangent):
+  b, tq, n, _ = q.shape
+  tk = k.shape[1]
+  allowed = npa.visible(
+      b, n, tq, tk, mask=kw.get('mask'), is_causal=kw.get('is_causal', False),
+      q_lengths=kw.get('q_lengths'), kv_lengths=kw.get('kv_lengths'),
+      q_segment_ids=kw.get('q_segment_ids'), kv_segment_ids=kw.get('kv_segment_ids'))
+  keep = None
+  if kw.get('dropout_rate'):
+    keep = dropout_lib.keep_mask(
+        kernels.common.rng_to_seed(kw['dropout_rng']), kw['dropout_rate'], n,
+        jnp.arange(tq), jnp.arange(tk), b, k.shape[2])
+    keep = np.asarray(keep).reshape(b, n, tq, tk)
+  to64 = lambda x: None if x is None else np.asarray(x, np.float64)
+  fwd = npa.Attention(to64(q), to64(k), to64(v), allowed=allowed, bias=to64(bias),
+                      alibi_slopes=kw.get('alibi_slopes'), keep=keep,
+                      dropout_rate=kw.get('dropout_rate', 0.0))
+  return fwd.out, fwd.backward(cotangent)
+
+
+STATIC_OPTIONS = ('is_causal', 'dropout_rate')
+
+
+@functools.lru_cache(maxsize=None)
+def compiled_vjp(kernel_key, case_name, dtype_name):
+  """One jitted forward+backward per (kernel, case, dtype): compiles once per process."""
+  fn = kernels.get('flash' if kernel_key.startswith('flash') else kernel_key)
+  opts = CASES[case_name][-1]
+  static = {key: opts[key] for key in STATIC_OPTIONS if key in opts}
+  has_bias = 'bias' in opts
+
+  @jax.jit
+  def run(q, k, v, bias, arrays, cotangent):
+    def f(q, k, v, bias):
+      return fn(q, k, v, bias=bias if has_bias else None, **arrays, **static,
+                **KERNEL_OPTIONS[kernel_key])
+    out, vjp = jax.vjp(f, q, k, v, bias)
+    return out, vjp(cotangent.astype(out.dtype))
+
+  return run
+
+
+def call_kernel(kernel_key, case_name, q, k, v, bias, kw, cotangent):
+  arrays = {key: val for key, val in kw.items() if key not in STATIC_OPTIONS}
+  run = compiled_vjp(kernel_key, case_name, str(q.dtype))
+  return run(q, k, v, jnp.zeros(()) if bias is None else bias, arrays, jnp.asarray(cotangent))
+
+
+def supports(kernel_key, case_name):
+  b, tq, tk, n, kh, h, hv, opts = CASES[case_name]
+  if kernel_key == 'xla':
+    return 'dropout_rate' not in opts and h == hv
+  return True
+
+
+@pytest.mark.parametrize('case_name', list(CASES))
+@pytest.mark.parametrize('kernel_key', list(KERNEL_OPTIONS))
+def test_exact_kernel_matches_float64(kernel_key, case_name):
+  if not supports(kernel_key, case_name):
+    pytest.skip(f'{kernel_key} does not implement {case_name}')
+  rng, seed = fresh_rng()
+  q, k, v, bias, kw, cotangent = make_case(case_name, rng)
+  out, grads = call_kernel(kernel_key, case_name, q, k, v, bias, kw, cotangent)
+  want_out, want_grads = numpy_result(q, k, v, bias, kw, cotangent)
+  assert rel_err(out, want_out) < FWD_TOL, f'forward, seed {seed}'
+  for name, got, want in zip(('dq', 'dk', 'dv', 'dbias'), grads, want_grads):
+    if want is None:
+      continue
+    assert np.all(np.isfinite(got)), f'{name} not finite, seed {seed}'
+    assert rel_err(got, want) < GRAD_TOL, f'{name}, seed {seed}'
+
+
+@pytest.mark.parametrize('kernel_key', ['reference', 'flash', 'xla'])
+def test_bf16_inputs_within_bf16_tolerance(kernel_key):
+  rng, seed = fresh_rng()
+  q, k, v, bias, kw, cotangent = make_case('mask_bias', rng, dtype=jnp.bfloat16)
+  out, grads = call_kernel(kernel_key, 'mask_bias', q, k, v, bias, kw, cotangent)
+  assert out.dtype == jnp.bfloat16
+  want_out, want_grads = numpy_result(q, k, v, bias, kw, cotangent)
+  # bf16 keeps 8 mantissa bits (relative step 2^-8 = 0.4%); products of a few such
+  # roundings stay within a few percent, while a softmax kept in bf16 would not.
+  assert rel_err(out, want_out) < 2e-2, f'seed {seed}'
+  for got, want in zip(grads[:3], want_grads[:3]):
+    assert rel_err(got, want) < 5e-2, f'seed {seed}'
+
+
+def test_flash_statistics_stay_fp32_in_bf16():
+  # Long rows of equal logits: a bf16 running sum would stall at 256 (1 + 2^-8 rounds
+  # to 1), giving weights far from uniform; fp32 statistics give the exact mean.
+  t = 2048
+  q = jnp.zeros((1, 1, 1, 16), jnp.bfloat16)
+  k = jnp.zeros((1, t, 1, 16), jnp.bfloat16)
+  v = jnp.asarray(np.linspace(-1, 1, t).reshape(1, t, 1, 1).repeat(16, -1), jnp.bfloat16)
+  out = kernels.get('flash')(q, k, v, block_kv=64)
+  want = np.asarray(v, np.float64).mean(axis=1)
+  assert np.max(np.abs(np.asarray(out, np.float64)[0, 0] - want)) < 1e-2
+
+
+@pytest.mark.parametrize('kernel_name', ['reference', 'flash', 'local', 'linear'])
+def test_vmap_matches_loop(kernel_name):
+  rng, seed = fresh_rng()
+  x = jnp.asarray(rng.normal(size=(3, 2, 20, 2, 16)), jnp.float32)
+  fn = functools.partial(kernels.get(kernel_name), is_causal=True)
+  batched = jax.jit(jax.vmap(fn))(x, x * 0.5, x)
+  for i in range(3):
+    single = fn(x[i], x[i] * 0.5, x[i])
+    assert rel_err(batched[i], single) < FWD_TOL, f'seed {seed}'
+
+
+def test_flash_eager_equals_jit():
+  rng, _ = fresh_rng()
+  q, k, v, _, kw, _ = make_case('padding', rng)
+  fn = functools.partial(kernels.get('flash'), block_q=8, block_kv=16, **kw)
+  np.testing.assert_allclose(fn(q, k, v), jax.jit(fn)(q, k, v), rtol=1e-6, atol=1e-6)
+
+
+def test_fully_masked_rows_are_zero_with_finite_gradients():
+  rng, _ = fresh_rng()
+  q, k, v, _, kw, cotangent = make_case('padding', rng)  # batch 1 has kv_lengths 0
+  for name in kernels.EXACT:
+    out, grads = call_kernel('flash' if name == 'flash' else name, 'padding', q, k, v, None,
+                             kw, cotangent)
+    assert np.all(np.asarray(out)[1] == 0.0), name
+    assert np.all(np.asarray(out)[0, 26:] == 0.0), name
+    for g in grads[:3]:
+      assert np.all(np.isfinite(g)), name
+
+
+def test_dropout_drops_the_requested_fraction_and_is_deterministic():
+  seed = kernels.common.rng_to_seed(jax.random.key(3))
+  keep = dropout_lib.keep_mask(seed, 0.25, 8, jnp.arange(256), jnp.arange(256), 2, 4)
+  frac = 1.0 - float(np.mean(keep))
+  assert abs(frac - 0.25) < 0.01  # 1M draws: std of the fraction ~ 4e-4
+  again = dropout_lib.keep_mask(seed, 0.25, 8, jnp.arange(256), jnp.arange(256), 2, 4)
+  assert np.array_equal(keep, again)
+  other = dropout_lib.keep_mask(kernels.common.rng_to_seed(jax.random.key(4)), 0.25, 8,
+                                jnp.arange(256), jnp.arange(256), 2, 4)
+  assert 0.3 < np.mean(keep != other) < 0.45  # independent masks disagree 2 p (1 - p) = 37.5%
+
+
+def test_flash_memory_is_linear_in_length():
+  """XLA's compiled temporary memory for forward+backward: flash vs reference."""
+  def temp_bytes(name, t):
+    x = jax.ShapeDtypeStruct((1, t, 2, 32), jnp.float32)
+    # 128-row tiles: the tiles' own O(block^2) scratch stays small next to O(length).
+    opts = {'block_q': 128, 'block_kv': 128} if name == 'flash' else {}
+    loss = lambda q, k, v: jnp.sum(kernels.get(name)(q, k, v, is_causal=True, **opts))
+    compiled = jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(x, x, x).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+  ref_small, ref_big = temp_bytes('reference', 512), temp_bytes('reference', 2048)
+  flash_small, flash_big = temp_bytes('flash', 512), temp_bytes('flash', 2048)
+  assert ref_big > 10 * ref_small      # quadratic: x16 expected for x4 length
+  assert flash_big < 6 * flash_small   # linear: x4 expected (blocks add a constant)
+  assert ref_big > 16 * flash_big
