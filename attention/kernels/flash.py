@@ -30,7 +30,7 @@ from attention.kernels import dropout as dropout_lib
 
 # (block_q, block_kv) per backend. CPU: measured by scripts/bench_attention.py --tune
 # (see BENCHMARKS.md). GPU/TPU: the FlashAttention-2 paper's sizes, not tuned here.
-DEFAULT_BLOCKS = {'cpu': (512, 512), 'gpu': (128, 128), 'tpu': (512, 512)}
+DEFAULT_BLOCKS = {'cpu': (256, 512), 'gpu': (128, 128), 'tpu': (512, 512)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,8 +122,12 @@ def _block_of(x, i, j, plan: _Plan):
   return x
 
 
-def _scores(plan: _Plan, q_blk, k_blk, i, j, bias, aux):
-  """Masked logits [B, K, G, bq, bkv] (fp32, -inf where not visible) and the dropout keep mask."""
+def _scores(plan: _Plan, q_blk, k_blk, i, j, bias, aux, on_diagonal=True):
+  """Masked logits [B, K, G, bq, bkv] (fp32, -inf where not visible) and the dropout keep mask.
+
+  on_diagonal=False: the caller knows the tile lies wholly below the causal diagonal, so
+  the causal comparison is skipped (it would be all True).
+  """
   q_pos = i * plan.block_q + jnp.arange(plan.block_q)
   kv_pos = j * plan.block_kv + jnp.arange(plan.block_kv)
   s = jnp.einsum('bkgqh,bkch->bkgqc', q_blk, k_blk, preferred_element_type=jnp.float32)
@@ -133,7 +137,7 @@ def _scores(plan: _Plan, q_blk, k_blk, i, j, bias, aux):
   seg_q = aux['q_segment_ids']
   seg_kv = aux['kv_segment_ids']
   allowed = common.visible(
-      q_pos, kv_pos, is_causal=plan.is_causal, q_lengths=aux['q_lengths'],
+      q_pos, kv_pos, is_causal=plan.is_causal and on_diagonal, q_lengths=aux['q_lengths'],
       kv_lengths=aux['kv_lengths'],
       q_segment_ids=None if seg_q is None else lax.dynamic_slice_in_dim(
           seg_q, i * plan.block_q, plan.block_q, axis=1),
@@ -160,25 +164,34 @@ def _max_length(lengths, full):
 
 
 def _kv_block_range(plan: _Plan, i, aux):
-  """Key/value blocks that query block i can see: [0, hi)."""
+  """Key/value blocks that query block i can see, as [0, split) below the causal
+  diagonal (no causal mask needed) and [split, hi) crossing it."""
   hi = jnp.asarray(plan.num_kv_blocks)
+  split = hi
   if plan.is_causal:
-    last_row = (i + 1) * plan.block_q - 1
+    first_row, last_row = i * plan.block_q, (i + 1) * plan.block_q - 1
     hi = jnp.minimum(hi, last_row // plan.block_kv + 1)
+    split = (first_row + 1) // plan.block_kv
   kv_max = _max_length(aux['kv_lengths'], plan.dims.kv_len)
   hi = jnp.minimum(hi, (kv_max + plan.block_kv - 1) // plan.block_kv)
   q_max = _max_length(aux['q_lengths'], plan.dims.q_len)
-  return jnp.where(i * plan.block_q < q_max, hi, 0)
+  hi = jnp.where(i * plan.block_q < q_max, hi, 0)
+  return jnp.minimum(split, hi), hi
 
 
 def _q_block_range(plan: _Plan, j, aux):
-  """Query blocks that can see key/value block j: [lo, hi)."""
-  lo = (j * plan.block_kv) // plan.block_q if plan.is_causal else jnp.asarray(0)
+  """Query blocks that can see key/value block j, as [lo, split) crossing the causal
+  diagonal and [split, hi) wholly below it."""
+  lo = split = jnp.asarray(0)
+  if plan.is_causal:
+    lo = (j * plan.block_kv) // plan.block_q
+    last_key = (j + 1) * plan.block_kv - 1
+    split = (last_key + plan.block_q - 1) // plan.block_q
   q_max = _max_length(aux['q_lengths'], plan.dims.q_len)
   hi = jnp.minimum(plan.num_q_blocks, (q_max + plan.block_q - 1) // plan.block_q)
   kv_max = _max_length(aux['kv_lengths'], plan.dims.kv_len)
-  hi = jnp.where(j * plan.block_kv < kv_max, hi, lo)
-  return lo, jnp.maximum(hi, lo)
+  hi = jnp.maximum(jnp.where(j * plan.block_kv < kv_max, hi, lo), lo)
+  return lo, jnp.clip(split, lo, hi), hi
 
 
 def _forward(plan: _Plan, q, k, v, bias, aux):
@@ -189,11 +202,11 @@ def _forward(plan: _Plan, q, k, v, bias, aux):
   def query_block(i):
     q_blk = lax.dynamic_slice_in_dim(q, i * plan.block_q, plan.block_q, axis=3)
 
-    def kv_step(j, carry):
+    def kv_step(j, carry, on_diagonal):
       m, l, acc = carry
       k_blk = lax.dynamic_slice_in_dim(k, j * plan.block_kv, plan.block_kv, axis=2)
       v_blk = lax.dynamic_slice_in_dim(v, j * plan.block_kv, plan.block_kv, axis=2)
-      s, keep = _scores(plan, q_blk, k_blk, i, j, bias, aux)
+      s, keep = _scores(plan, q_blk, k_blk, i, j, bias, aux, on_diagonal)
       m_new = jnp.maximum(m, jnp.max(s, axis=-1))
       # Rows with nothing visible yet keep m = -inf; shift by 0 there to avoid inf - inf.
       m_shift = jnp.where(jnp.isfinite(m_new), m_new, 0.0)
@@ -206,7 +219,9 @@ def _forward(plan: _Plan, q, k, v, bias, aux):
 
     init = (jnp.full(acc_shape, -jnp.inf, jnp.float32), jnp.zeros(acc_shape, jnp.float32),
             jnp.zeros(acc_shape + (d.value_dim,), jnp.float32))
-    m, l, acc = lax.fori_loop(0, _kv_block_range(plan, i, aux), kv_step, init)
+    split, hi = _kv_block_range(plan, i, aux)
+    carry = lax.fori_loop(0, split, functools.partial(kv_step, on_diagonal=False), init)
+    m, l, acc = lax.fori_loop(split, hi, functools.partial(kv_step, on_diagonal=True), carry)
     out = acc / jnp.where(l > 0, l, 1.0)[..., None]
     lse = jnp.where(l > 0, m + jnp.log(jnp.where(l > 0, l, 1.0)), jnp.inf)
     return out.astype(q.dtype), lse
@@ -231,12 +246,12 @@ def _backward(plan: _Plan, q, k, v, bias, aux, out, lse, d_out):
     k_blk = lax.dynamic_slice_in_dim(k, j * plan.block_kv, plan.block_kv, axis=2)
     v_blk = lax.dynamic_slice_in_dim(v, j * plan.block_kv, plan.block_kv, axis=2)
 
-    def q_step(i, c):
+    def q_step(i, c, on_diagonal):
       dk_j, dv_j, dq, dbias = c
       rows = functools.partial(lax.dynamic_slice_in_dim, start_index=i * plan.block_q,
                                slice_size=plan.block_q, axis=3)
       q_blk, do_blk, lse_blk, delta_blk = rows(q), rows(d_out), rows(lse), rows(delta)
-      s, keep = _scores(plan, q_blk, k_blk, i, j, bias, aux)
+      s, keep = _scores(plan, q_blk, k_blk, i, j, bias, aux, on_diagonal)
       p = jnp.exp(s - lse_blk[..., None])
       dv_j += jnp.einsum('bkgqc,bkgqh->bkch', _dropped(p, keep, plan).astype(do_blk.dtype),
                          do_blk, preferred_element_type=jnp.float32)
@@ -252,10 +267,12 @@ def _backward(plan: _Plan, q, k, v, bias, aux, out, lse, d_out):
         dbias = _accumulate_bias_grad(dbias, ds, i, j, plan)
       return dk_j, dv_j, dq, dbias
 
-    lo, hi = _q_block_range(plan, j, aux)
+    lo, split, hi = _q_block_range(plan, j, aux)
     init = (jnp.zeros(kv_shape + (d.head_dim,), jnp.float32),
             jnp.zeros(kv_shape + (d.value_dim,), jnp.float32), dq, dbias)
-    dk_j, dv_j, dq, dbias = lax.fori_loop(lo, hi, q_step, init)
+    carry = lax.fori_loop(lo, split, functools.partial(q_step, on_diagonal=True), init)
+    dk_j, dv_j, dq, dbias = lax.fori_loop(
+        split, hi, functools.partial(q_step, on_diagonal=False), carry)
     return (dq, dbias), (dk_j, dv_j)
 
   (dq, dbias), (dk, dv) = lax.scan(kv_block, (dq0, dbias0), jnp.arange(plan.num_kv_blocks))

@@ -1,0 +1,298 @@
+"""Attention kernels against their peers: time, GFLOP/s, compiled memory, peak RSS.
+
+  python scripts/bench_attention.py                       # full table -> results/bench_attention/
+  python scripts/bench_attention.py --lengths=4096 --repeats=9
+  python scripts/bench_attention.py --tune                # flash block sizes at --lengths
+
+Every candidate is compiled and warmed up first; then the candidates of one
+(length, causal, pass) point are timed in turn, `--repeats` rounds, and the median
+is reported, so that all of them see the same machine load. Peers: jax.nn's and
+flax.linen's dot_product_attention, and PyTorch's scaled_dot_product_attention when
+torch is installed (`pip install -e '.[bench]'`). Peak RSS comes from a fresh
+subprocess per point (--rss_lengths), since a process's peak never goes down.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from attention import kernels  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list('lengths', ['256', '1024', '4096', '16384'], 'Sequence lengths (q = kv).')
+flags.DEFINE_list('candidates', ['flash', 'reference', 'xla', 'local', 'linear', 'jax.nn',
+                                 'flax.linen', 'torch'], 'Kernels and peers to run.')
+flags.DEFINE_list('passes', ['fwd', 'fwd_bwd'], 'fwd and/or fwd_bwd (gradient of sum(out)).')
+flags.DEFINE_list('causal', ['false', 'true'], 'Causal settings to run.')
+flags.DEFINE_integer('batch', 1, 'Batch size.')
+flags.DEFINE_integer('heads', 8, 'Heads.')
+flags.DEFINE_integer('head_dim', 64, 'Head size.')
+flags.DEFINE_integer('repeats', 5, 'Timed rounds per point (median reported).')
+flags.DEFINE_float('max_seconds', 20.0, 'Skip a candidate whose warm-up call took longer.')
+flags.DEFINE_float('memory_budget_gib', 6.0,
+                   'Do not run a candidate whose compiled temporaries exceed this.')
+flags.DEFINE_list('rss_lengths', ['16384'], 'Lengths at which peak RSS is measured.')
+flags.DEFINE_string('out_dir', 'results/bench_attention', 'Where JSON, Markdown, PNG go.')
+flags.DEFINE_bool('tune', False, 'Sweep flash block sizes instead of comparing kernels.')
+flags.DEFINE_list('tune_blocks', ['128x512', '256x256', '256x512', '512x256', '512x512',
+                                  '512x1024', '1024x512', '1024x1024'], 'Blocks for --tune.')
+flags.DEFINE_string('rss_probe', None, 'internal: name,length,causal,pass; prints peak RSS.')
+
+JAX_PEERS = ('jax.nn', 'flax.linen')
+EXACT = ('flash', 'reference', 'xla', 'jax.nn', 'flax.linen', 'torch')
+
+
+def jax_fn(name: str, causal: bool):
+  """A function (q, k, v) -> out in [B, T, N, H] for a project kernel or JAX peer."""
+  if name.startswith('flash:'):
+    bq, bk = (int(x) for x in name.split(':')[1].split('x'))
+    return functools.partial(kernels.get('flash'), is_causal=causal, block_q=bq, block_kv=bk)
+  if name in kernels.names():
+    return functools.partial(kernels.get(name), is_causal=causal)
+  if name == 'jax.nn':
+    return functools.partial(jax.nn.dot_product_attention, is_causal=causal)
+  if name == 'flax.linen':
+    import flax.linen as nn
+
+    def flax_attention(q, k, v):
+      mask = nn.make_causal_mask(jnp.ones(q.shape[:2]), dtype=bool) if causal else None
+      return nn.dot_product_attention(q, k, v, mask=mask)
+    return flax_attention
+  raise ValueError(f'unknown candidate {name!r}')
+
+
+def compile_jax(name, causal, pass_, shape):
+  fn = attention_fn = jax_fn(name, causal)
+  if pass_ == 'fwd_bwd':
+    fn = jax.grad(lambda q, k, v: jnp.sum(attention_fn(q, k, v)), argnums=(0, 1, 2))
+  spec = jax.ShapeDtypeStruct(shape, jnp.float32)
+  compiled = jax.jit(fn).lower(spec, spec, spec).compile()
+  mem = compiled.memory_analysis()
+  return compiled, int(mem.temp_size_in_bytes)
+
+
+def torch_runner(causal, pass_, shape):
+  import torch
+  torch.set_num_threads(os.cpu_count() or 1)
+  b, t, n, h = shape
+  gen = torch.Generator().manual_seed(0)
+  q, k, v = (torch.randn(b, n, t, h, generator=gen) for _ in range(3))
+  sdpa = torch.nn.functional.scaled_dot_product_attention
+  if pass_ == 'fwd':
+    def run():
+      with torch.no_grad():
+        return sdpa(q, k, v, is_causal=causal)
+    return run
+  qg, kg, vg = (x.clone().requires_grad_() for x in (q, k, v))
+
+  def run_grad():
+    for x in (qg, kg, vg):
+      x.grad = None
+    sdpa(qg, kg, vg, is_causal=causal).sum().backward()
+    return qg.grad
+  return run_grad
+
+
+def have_torch() -> bool:
+  try:
+    import torch  # noqa: F401
+    return True
+  except ImportError:
+    return False
+
+
+def dense_flops(shape, causal, pass_):
+  """FLOPs of exact attention: 4 B N T^2 H forward (QK^T and PV), 2.5x that backward."""
+  b, t, n, h = shape
+  f = 4.0 * b * n * t * t * h * (0.5 if causal else 1.0)
+  return f * (3.5 if pass_ == 'fwd_bwd' else 1.0)
+
+
+def time_point(length, causal, pass_, names):
+  """Compile all candidates of one point, then time them in alternation."""
+  shape = (FLAGS.batch, length, FLAGS.heads, FLAGS.head_dim)
+  rng = np.random.default_rng(0)
+  args = [jnp.asarray(rng.normal(size=shape), jnp.float32) for _ in range(3)]
+  runners, rows = {}, {}
+  for name in names:
+    row = {'candidate': name, 'length': length, 'causal': causal, 'pass': pass_}
+    rows[name] = row
+    if name == 'torch':
+      runners[name] = torch_runner(causal, pass_, shape)
+      row['temp_bytes'] = None
+    else:
+      compiled, temp = compile_jax(name, causal, pass_, shape)
+      row['temp_bytes'] = temp
+      if temp > FLAGS.memory_budget_gib * 2**30:
+        row['skipped'] = f'compiled temporaries {temp / 2**30:.1f} GiB > budget'
+        continue
+      runners[name] = functools.partial(lambda c: jax.block_until_ready(c(*args)), compiled)
+    start = time.perf_counter()
+    runners[name]()
+    if time.perf_counter() - start > FLAGS.max_seconds:
+      row['skipped'] = f'warm-up call took {time.perf_counter() - start:.0f} s'
+      del runners[name]
+  times = {name: [] for name in runners}
+  for _ in range(FLAGS.repeats):
+    for name, run in runners.items():
+      start = time.perf_counter()
+      run()
+      times[name].append(time.perf_counter() - start)
+  for name, ts in times.items():
+    row = rows[name]
+    row['seconds'] = statistics.median(ts)
+    if name in EXACT or name.startswith('flash'):
+      row['gflops'] = dense_flops(shape, causal, pass_) / row['seconds'] / 1e9
+  for row in rows.values():
+    for peer in ('jax.nn', 'flax.linen', 'torch'):
+      if 'seconds' in row and 'seconds' in rows.get(peer, {}):
+        row[f'speedup_vs_{peer}'] = rows[peer]['seconds'] / row['seconds']
+  return list(rows.values())
+
+
+def peak_rss_bytes(name, length, causal, pass_):
+  """Peak RSS of a fresh process that builds inputs, compiles and runs one point once."""
+  cmd = [sys.executable, os.path.abspath(__file__),
+         f'--rss_probe={name},{length},{int(causal)},{pass_}',
+         f'--batch={FLAGS.batch}', f'--heads={FLAGS.heads}', f'--head_dim={FLAGS.head_dim}']
+  out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+  if out.returncode != 0:
+    return None
+  return json.loads(out.stdout.strip().splitlines()[-1])['peak_rss_bytes']
+
+
+def rss_probe(spec):
+  name, length, causal, pass_ = spec.split(',')
+  shape = (FLAGS.batch, int(length), FLAGS.heads, FLAGS.head_dim)
+  if name == 'torch':
+    torch_runner(causal == '1', pass_, shape)()
+  else:
+    compiled, _ = compile_jax(name, causal == '1', pass_, shape)
+    args = [jnp.ones(shape, jnp.float32) for _ in range(3)]
+    jax.block_until_ready(compiled(*args))
+  print(json.dumps({'peak_rss_bytes': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+
+
+def fmt_bytes(n):
+  if n is None:
+    return '-'
+  for unit in ('B', 'KiB', 'MiB', 'GiB'):
+    if n < 1024 or unit == 'GiB':
+      return f'{n:.0f} {unit}' if unit == 'B' else f'{n:.1f} {unit}'
+    n /= 1024
+
+
+def markdown(rows, header):
+  peers = [p for p in ('jax.nn', 'flax.linen', 'torch') if any(r['candidate'] == p for r in rows)]
+  cols = (['pass', 'causal', 'length', 'candidate', 'ms', 'GFLOP/s']
+          + [f'x vs {p}' for p in peers] + ['XLA temp', 'peak RSS'])
+  lines = [header, '', '| ' + ' | '.join(cols) + ' |', '|' + '---|' * len(cols)]
+  for r in rows:
+    ms = f"{r['seconds'] * 1e3:.1f}" if 'seconds' in r else f"({r.get('skipped', '-')})"
+    cells = [r['pass'], 'yes' if r['causal'] else 'no', str(r['length']), r['candidate'], ms,
+             f"{r['gflops']:.1f}" if 'gflops' in r else '-']
+    cells += [f"{r[f'speedup_vs_{p}']:.2f}" if f'speedup_vs_{p}' in r else '-' for p in peers]
+    cells += [fmt_bytes(r.get('temp_bytes')), fmt_bytes(r.get('peak_rss_bytes'))]
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines) + '\n'
+
+
+def plot(rows, path):
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+  names = sorted({r['candidate'] for r in rows})
+  for name in names:
+    for causal, style in ((False, '-'), (True, '--')):
+      pts = [r for r in rows if r['candidate'] == name and r['causal'] == causal
+             and r['pass'] == 'fwd_bwd']
+      timed = [(r['length'], r['seconds']) for r in pts if 'seconds' in r]
+      if timed:
+        axes[0].plot(*zip(*timed), style, marker='o', label=f"{name}{' causal' if causal else ''}")
+      mem = [(r['length'], r['temp_bytes']) for r in pts if r.get('temp_bytes')]
+      if mem and not causal:
+        axes[1].plot(*zip(*mem), marker='o', label=name)
+  for ax, title, ylabel in ((axes[0], 'forward+backward time', 'seconds'),
+                            (axes[1], 'compiled temporary memory, forward+backward', 'bytes')):
+    ax.set_xscale('log', base=2)
+    ax.set_yscale('log')
+    ax.set_xlabel('sequence length')
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which='both', alpha=0.3)
+  axes[0].legend(fontsize=7, ncol=2)
+  axes[1].legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+
+
+def machine():
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open('/proc/cpuinfo') as f:
+      cpu = next(l.split(':', 1)[1].strip() for l in f if l.startswith('model name'))
+  except (OSError, StopIteration):
+    pass
+  return {'cpu': cpu, 'cores': os.cpu_count(), 'backend': jax.default_backend(),
+          'devices': [d.device_kind for d in jax.devices()], 'jax': jax.__version__,
+          'python': platform.python_version()}
+
+
+def main(argv):
+  del argv
+  if FLAGS.rss_probe:
+    rss_probe(FLAGS.rss_probe)
+    return
+  names = list(FLAGS.candidates)
+  if FLAGS.tune:
+    names = [f'flash:{b}' for b in FLAGS.tune_blocks]
+  if 'torch' in names and not have_torch():
+    print('torch not installed: no PyTorch column (pip install -e ".[bench]")')
+    names.remove('torch')
+  rows = []
+  for pass_ in FLAGS.passes:
+    for causal in (c.lower() in ('1', 'true', 'yes') for c in FLAGS.causal):
+      for length in (int(x) for x in FLAGS.lengths):
+        point = time_point(length, causal, pass_, names)
+        if str(length) in FLAGS.rss_lengths and not FLAGS.tune:
+          for row in point:
+            if 'seconds' in row:
+              row['peak_rss_bytes'] = peak_rss_bytes(row['candidate'], length, causal, pass_)
+        rows += point
+        for r in point:
+          print(json.dumps(r), flush=True)
+  os.makedirs(FLAGS.out_dir, exist_ok=True)
+  stem = os.path.join(FLAGS.out_dir, 'tune' if FLAGS.tune else 'bench')
+  info = machine()
+  command = 'python ' + ' '.join([os.path.relpath(__file__)] + sys.argv[1:])
+  with open(stem + '.json', 'w') as f:
+    json.dump({'machine': info, 'command': command, 'rows': rows}, f, indent=1)
+  header = (f"`{command}`  \n{info['cpu']}, {info['cores']} cores, {info['backend']}, "
+            f"jax {info['jax']}; fp32, batch {FLAGS.batch}, {FLAGS.heads} heads, "
+            f"head_dim {FLAGS.head_dim}; median of {FLAGS.repeats}")
+  with open(stem + '.md', 'w') as f:
+    f.write(markdown(rows, header))
+  if not FLAGS.tune:
+    plot(rows, stem + '.png')
+  print(markdown(rows, header))
+
+
+if __name__ == '__main__':
+  app.run(main)
