@@ -26,10 +26,13 @@ def fresh_rng():
   return np.random.default_rng(seed), seed
 
 
-def rel_err(got, want, floor=1e-2):
-  """max |got - want| / max |want|. The floor keeps an exactly-zero reference (dq when a
-  row sees one key: softmax is constant) from turning rounding noise into infinity; the
-  inputs are O(1), so real gradients are far above it."""
+def rel_err(got, want, floor=0.1):
+  """max |got - want| / max(max |want|, floor).
+
+  The floor matters only where the exact gradient vanishes (one visible key: softmax is
+  constant, dq = dk = 0 exactly, and fp32 leaves ~1e-6 from cancelling terms of size
+  |dO||v||q| ~ 10). Inputs and cotangents are unit normal, so gradients that do not
+  vanish are O(1) and above the floor: for them this is the plain relative error."""
   got = np.asarray(got, np.float64)
   want = np.asarray(want, np.float64)
   assert got.shape == want.shape, (got.shape, want.shape)
