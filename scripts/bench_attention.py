@@ -18,13 +18,17 @@ import functools
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
 import time
 
 from absl import app, flags
+
+# PyTorch's OpenMP workers otherwise spin for a while after each call, holding a core
+# while the next (JAX) candidate runs; measured here: flash forward at 4096 took 20%
+# longer right after a torch call with the default (active) policy.
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -59,7 +63,13 @@ EXACT = ('flash', 'reference', 'xla', 'jax.nn', 'flax.linen', 'torch')
 
 
 def jax_fn(name: str, causal: bool):
-  """A function (q, k, v) -> out in [B, T, N, H] for a project kernel or JAX peer."""
+  """A function (q, k, v) -> out in [B, T, N, H] for a project kernel or JAX peer.
+
+  A '+causal' suffix forces causal attention, so that a non-causal point can time the
+  causal variant side by side (e.g. --candidates=flash,flash+causal --causal=false).
+  """
+  if name.endswith('+causal'):
+    return jax_fn(name[:-len('+causal')], True)
   if name.startswith('flash:'):
     bq, bk = (int(x) for x in name.split(':')[1].split('x'))
     return functools.partial(kernels.get('flash'), is_causal=causal, block_q=bq, block_kv=bk)
@@ -88,7 +98,7 @@ def compile_jax(name, causal, pass_, shape):
 
 
 def torch_runner(causal, pass_, shape):
-  import torch
+  import torch  # pylint: disable=import-outside-toplevel
   torch.set_num_threads(os.cpu_count() or 1)
   b, t, n, h = shape
   gen = torch.Generator().manual_seed(0)
@@ -186,7 +196,10 @@ def rss_probe(spec):
     compiled, _ = compile_jax(name, causal == '1', pass_, shape)
     args = [jnp.ones(shape, jnp.float32) for _ in range(3)]
     jax.block_until_ready(compiled(*args))
-  print(json.dumps({'peak_rss_bytes': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+  # VmHWM, not getrusage: Linux carries ru_maxrss over from the parent across fork+exec.
+  with open('/proc/self/status') as f:
+    hwm_kib = next(int(line.split()[1]) for line in f if line.startswith('VmHWM:'))
+  print(json.dumps({'peak_rss_bytes': hwm_kib * 1024}))
 
 
 def fmt_bytes(n):

@@ -1,0 +1,170 @@
+"""Transformer layers in Flax NNX: multi-head attention, feed-forward, encoder and decoder blocks.
+
+Shapes: B batch, T query length, S key/value length, D d_model, N query heads,
+K key/value heads, H d_k, V d_v, F d_ff.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from attention import kernels, positional
+
+
+@dataclasses.dataclass
+class AttentionMask:
+  """Which keys each query may see, in the forms the kernels take without an L x L array.
+
+  Right padding as lengths, packing as segment ids, causality as a flag; `mask` is a
+  materialized boolean [B?, N?, T, S] for what the others cannot say (cached decoding).
+  Positions (for RoPE and ALiBi) are per token: [B, T] and [B, S].
+  """
+
+  is_causal: bool = False
+  q_lengths: Any = None
+  kv_lengths: Any = None
+  q_segment_ids: Any = None
+  kv_segment_ids: Any = None
+  mask: Any = None
+
+  def kernel_kwargs(self) -> dict:
+    return {'is_causal': self.is_causal, 'q_lengths': self.q_lengths,
+            'kv_lengths': self.kv_lengths, 'q_segment_ids': self.q_segment_ids,
+            'kv_segment_ids': self.kv_segment_ids, 'mask': self.mask}
+
+
+class MultiHeadAttention(nnx.Module):
+  """Multi-head attention: Q = X W_Q, K = C W_K, V = C W_V per head, then W_O.
+
+  d_k and d_v are per-head sizes and need not equal d_model / num_heads (Table 3 row B);
+  num_kv_heads < num_heads shares key/value heads between query heads (GQA/MQA).
+  The attention itself is a kernel from `attention.kernels`, picked by name.
+  """
+
+  def __init__(self, d_model: int, num_heads: int, *, d_k: int | None = None,
+               d_v: int | None = None, num_kv_heads: int | None = None, kernel: str = 'flash',
+               kernel_options: dict | None = None, attention_dropout_rate: float = 0.0,
+               qk_norm: bool = False, positional_scheme: str = 'none', dtype=jnp.float32,
+               param_dtype=jnp.float32, rngs: nnx.Rngs):
+    d_k = d_k or d_model // num_heads
+    d_v = d_v or d_model // num_heads
+    num_kv_heads = num_kv_heads or num_heads
+    if num_heads % num_kv_heads:
+      raise ValueError(f'num_heads ({num_heads}) must be a multiple of num_kv_heads ({num_kv_heads})')
+    self.kernel_fn = kernels.get(kernel)
+    self.kernel_name = kernel
+    self.kernel_options = dict(kernel_options or {})
+    self.num_heads, self.num_kv_heads, self.d_k, self.d_v = num_heads, num_kv_heads, d_k, d_v
+    self.attention_dropout_rate = attention_dropout_rate
+    self.positional_scheme = positional_scheme
+    self.dtype = dtype
+    init = nnx.initializers.xavier_uniform()
+    proj = dict(use_bias=False, dtype=dtype, param_dtype=param_dtype, kernel_init=init, rngs=rngs)
+    self.query = nnx.LinearGeneral(d_model, (num_heads, d_k), **proj)
+    self.key = nnx.LinearGeneral(d_model, (num_kv_heads, d_k), **proj)
+    self.value = nnx.LinearGeneral(d_model, (num_kv_heads, d_v), **proj)
+    self.out = nnx.LinearGeneral((num_heads, d_v), d_model, axis=(-2, -1), **proj)
+    self.q_norm = nnx.RMSNorm(d_k, dtype=dtype, param_dtype=param_dtype, rngs=rngs) if qk_norm else None
+    self.k_norm = nnx.RMSNorm(d_k, dtype=dtype, param_dtype=param_dtype, rngs=rngs) if qk_norm else None
+    self.alibi_slopes = (nnx.Variable(positional.alibi_slopes(num_heads))
+                         if positional_scheme == 'alibi' else None)
+    self.rngs = rngs
+
+  def project_kv(self, context_BSD, kv_positions_BS=None):
+    """Keys [B, S, K, H] (normalized and rotated as configured) and values [B, S, K, V]."""
+    k_BSKH = self.key(context_BSD)
+    if self.k_norm is not None:
+      k_BSKH = self.k_norm(k_BSKH)
+    if self.positional_scheme == 'rope':
+      k_BSKH = positional.apply_rope(k_BSKH, kv_positions_BS)
+    return k_BSKH, self.value(context_BSD)
+
+  def project_q(self, x_BTD, q_positions_BT=None):
+    q_BTNH = self.query(x_BTD)
+    if self.q_norm is not None:
+      q_BTNH = self.q_norm(q_BTNH)
+    if self.positional_scheme == 'rope':
+      q_BTNH = positional.apply_rope(q_BTNH, q_positions_BT)
+    return q_BTNH
+
+  def attend(self, q_BTNH, k_BSKH, v_BSKV, attn_mask: AttentionMask, *, deterministic: bool,
+             q_offset: int | jax.Array = 0):
+    """Runs the kernel; returns the output [B, T, D]. q_offset shifts ALiBi's query positions
+    (for a cached decoding step, whose single query sits at position q_offset)."""
+    kw = dict(attn_mask.kernel_kwargs(), **self.kernel_options)
+    if self.alibi_slopes is not None:
+      slopes = self.alibi_slopes[...]
+      if isinstance(q_offset, int) and q_offset == 0:
+        kw['alibi_slopes'] = slopes
+      else:
+        t, s = q_BTNH.shape[1], k_BSKH.shape[1]
+        kw['bias'] = positional.alibi_bias(slopes, t, s, q_offset).astype(jnp.float32)
+    rate = 0.0 if deterministic else self.attention_dropout_rate
+    if rate > 0.0:
+      kw['dropout_rate'] = rate
+      kw['dropout_rng'] = self.rngs.dropout()
+    out_BTNV = self.kernel_fn(q_BTNH, k_BSKH, v_BSKV, **kw)
+    return self.out(out_BTNV.astype(self.dtype))
+
+  def weights(self, x_BTD, context_BSD, attn_mask: AttentionMask, q_positions_BT=None,
+              kv_positions_BS=None):
+    """Attention weights [B, N, T, S] (float32) for visualization; any kernel's model."""
+    q = self.project_q(x_BTD, q_positions_BT)
+    k, _ = self.project_kv(context_BSD, kv_positions_BS)
+    kw = attn_mask.kernel_kwargs()
+    if self.alibi_slopes is not None:
+      kw['alibi_slopes'] = self.alibi_slopes[...]
+    return kernels.attention_weights(q, k, **kw)
+
+  def __call__(self, x_BTD, context_BSD=None, *, attn_mask: AttentionMask | None = None,
+               q_positions_BT=None, kv_positions_BS=None, deterministic: bool = True):
+    """Self-attention when context is None, else cross-attention over context."""
+    context_BSD = x_BTD if context_BSD is None else context_BSD
+    if kv_positions_BS is None:
+      kv_positions_BS = q_positions_BT
+    q = self.project_q(x_BTD, q_positions_BT)
+    k, v = self.project_kv(context_BSD, kv_positions_BS)
+    return self.attend(q, k, v, attn_mask or AttentionMask(), deterministic=deterministic)
+
+
+class FeedForward(nnx.Module):
+  """Position-wise FFN(x) = act(x W_1 + b_1) W_2 + b_2 (ReLU in the paper)."""
+
+  def __init__(self, d_model: int, d_ff: int, *, activation: str = 'relu',
+               dropout_rate: float = 0.0, dtype=jnp.float32, param_dtype=jnp.float32,
+               rngs: nnx.Rngs):
+    acts = {'relu': jax.nn.relu, 'gelu': jax.nn.gelu}
+    if activation not in acts:
+      raise ValueError(f'activation must be one of {sorted(acts)}, got {activation!r}')
+    self.activation = acts[activation]
+    kw = dict(dtype=dtype, param_dtype=param_dtype, kernel_init=nnx.initializers.xavier_uniform(),
+              rngs=rngs)
+    self.w1 = nnx.Linear(d_model, d_ff, **kw)
+    self.w2 = nnx.Linear(d_ff, d_model, **kw)
+    self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
+
+  def __call__(self, x_BTD, *, deterministic: bool = True):
+    h_BTF = self.dropout(self.activation(self.w1(x_BTD)), deterministic=deterministic)
+    return self.w2(h_BTF)
+
+
+class Residual(nnx.Module):
+  """x + Dropout(sublayer(LN(x))) (pre-LN) or LN(x + Dropout(sublayer(x))) (post-LN, the paper)."""
+
+  def __init__(self, d_model: int, *, norm: str, dropout_rate: float, dtype=jnp.float32,
+               param_dtype=jnp.float32, rngs: nnx.Rngs):
+    if norm not in ('pre', 'post'):
+      raise ValueError(f"norm must be 'pre' or 'post', got {norm!r}")
+    self.pre = norm == 'pre'
+    self.norm = nnx.LayerNorm(d_model, epsilon=1e-6, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
+
+  def __call__(self, x, sublayer, *, deterministic: bool):
+    if self.pre:
+      return x + self.dropout(sublayer(self.norm(x)), deterministic=deterministic)
+    return self.norm(x + self.dropout(sublayer(x), deterministic=deterministic))

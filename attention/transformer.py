@@ -1,0 +1,206 @@
+"""The encoder-decoder Transformer of Vaswani et al. 2017, in Flax NNX.
+
+Built from `config.model` (field names follow the paper's Table 3: num_layers = N,
+d_model, d_ff, num_heads = h, d_k, d_v, dropout_rate = P_drop). Token id 0 is padding:
+padded source positions are invisible to every query, and padded target positions
+produce logits that the loss masks out. Sequences are right-padded, or packed with
+segment ids and per-segment positions.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax.numpy as jnp
+from flax import nnx
+
+from attention import positional
+from attention.layers import AttentionMask, FeedForward, MultiHeadAttention, Residual
+
+POSITIONAL_SCHEMES = ('sinusoidal', 'learned', 'rope', 'alibi', 'none')
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
+
+
+def _dtype(name):
+  if name not in DTYPES:
+    raise ValueError(f'dtype must be one of {sorted(DTYPES)}, got {name!r}')
+  return DTYPES[name]
+
+
+def _module_list(modules):
+  # flax >= 0.12 wants nnx.List for a list of submodules; older versions take a plain list.
+  return nnx.List(modules) if hasattr(nnx, 'List') else list(modules)
+
+
+def _attention(cfg, rngs, *, positional_scheme=None):
+  return MultiHeadAttention(
+      cfg.d_model, cfg.num_heads, d_k=cfg.d_k or None, d_v=cfg.d_v or None,
+      num_kv_heads=cfg.num_kv_heads or None, kernel=cfg.kernel,
+      kernel_options=dict(cfg.get('kernel_options', {}) or {}),
+      attention_dropout_rate=cfg.attention_dropout_rate, qk_norm=cfg.get('qk_norm', False),
+      positional_scheme=positional_scheme or cfg.positional, dtype=_dtype(cfg.dtype),
+      param_dtype=_dtype(cfg.param_dtype), rngs=rngs)
+
+
+def _residual(cfg, rngs):
+  return Residual(cfg.d_model, norm=cfg.norm, dropout_rate=cfg.dropout_rate,
+                  dtype=_dtype(cfg.dtype), param_dtype=_dtype(cfg.param_dtype), rngs=rngs)
+
+
+def _feed_forward(cfg, rngs):
+  return FeedForward(cfg.d_model, cfg.d_ff, activation=cfg.get('activation', 'relu'),
+                     dropout_rate=cfg.dropout_rate, dtype=_dtype(cfg.dtype),
+                     param_dtype=_dtype(cfg.param_dtype), rngs=rngs)
+
+
+class EncoderBlock(nnx.Module):
+  """Self-attention then feed-forward, each inside a residual connection."""
+
+  def __init__(self, cfg, *, rngs: nnx.Rngs):
+    self.self_attention = _attention(cfg, rngs)
+    self.feed_forward = _feed_forward(cfg, rngs)
+    self.residual_attention = _residual(cfg, rngs)
+    self.residual_ff = _residual(cfg, rngs)
+
+  def __call__(self, x_BSD, attn_mask, positions_BS, *, deterministic):
+    x_BSD = self.residual_attention(
+        x_BSD, lambda h: self.self_attention(h, attn_mask=attn_mask, q_positions_BT=positions_BS,
+                                             deterministic=deterministic),
+        deterministic=deterministic)
+    return self.residual_ff(x_BSD, lambda h: self.feed_forward(h, deterministic=deterministic),
+                            deterministic=deterministic)
+
+
+class DecoderBlock(nnx.Module):
+  """Causal self-attention, cross-attention over the encoder output, feed-forward."""
+
+  def __init__(self, cfg, *, rngs: nnx.Rngs):
+    self.self_attention = _attention(cfg, rngs)
+    # Positions of a source and a target word are not comparable: no RoPE/ALiBi across.
+    self.cross_attention = _attention(cfg, rngs, positional_scheme='none')
+    self.feed_forward = _feed_forward(cfg, rngs)
+    self.residual_self = _residual(cfg, rngs)
+    self.residual_cross = _residual(cfg, rngs)
+    self.residual_ff = _residual(cfg, rngs)
+
+  def __call__(self, y_BTD, memory_BSD, self_mask, cross_mask, positions_BT, *, deterministic):
+    y_BTD = self.residual_self(
+        y_BTD, lambda h: self.self_attention(h, attn_mask=self_mask, q_positions_BT=positions_BT,
+                                             deterministic=deterministic),
+        deterministic=deterministic)
+    y_BTD = self.residual_cross(
+        y_BTD, lambda h: self.cross_attention(h, memory_BSD, attn_mask=cross_mask,
+                                              deterministic=deterministic),
+        deterministic=deterministic)
+    return self.residual_ff(y_BTD, lambda h: self.feed_forward(h, deterministic=deterministic),
+                            deterministic=deterministic)
+
+
+class Transformer(nnx.Module):
+  """Encoder-decoder Transformer; __call__(src, tgt_in) -> logits [B, T, vocab]."""
+
+  def __init__(self, cfg, *, rngs: nnx.Rngs):
+    if cfg.positional not in POSITIONAL_SCHEMES:
+      raise ValueError(f'model.positional must be one of {POSITIONAL_SCHEMES}, got {cfg.positional!r}')
+    if cfg.norm not in ('pre', 'post'):
+      raise ValueError(f"model.norm must be 'pre' or 'post', got {cfg.norm!r}")
+    self.cfg = cfg
+    dtype, param_dtype = _dtype(cfg.dtype), _dtype(cfg.param_dtype)
+    embed = lambda: nnx.Embed(cfg.vocab_size, cfg.d_model, dtype=dtype, param_dtype=param_dtype,
+                              embedding_init=nnx.initializers.normal(cfg.d_model ** -0.5),
+                              rngs=rngs)
+    self.source_embedding = embed()
+    self.target_embedding = None if cfg.share_embeddings else embed()
+    self.output_projection = None if cfg.share_embeddings else nnx.Linear(
+        cfg.d_model, cfg.vocab_size, use_bias=False, dtype=dtype, param_dtype=param_dtype,
+        rngs=rngs)
+    self.learned_positions = (
+        positional.LearnedPositionalEmbedding(cfg.max_length, cfg.d_model, param_dtype=param_dtype,
+                                              rngs=rngs)
+        if cfg.positional == 'learned' else None)
+    self.encoder = _module_list([EncoderBlock(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
+    self.decoder = _module_list([DecoderBlock(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
+    final_norm = lambda: nnx.LayerNorm(cfg.d_model, epsilon=1e-6, dtype=dtype,
+                                       param_dtype=param_dtype, rngs=rngs)
+    # Pre-LN leaves the residual stream unnormalized, so each stack ends with a LayerNorm.
+    self.encoder_norm = final_norm() if cfg.norm == 'pre' else None
+    self.decoder_norm = final_norm() if cfg.norm == 'pre' else None
+    self.dropout = nnx.Dropout(cfg.dropout_rate, rngs=rngs)
+
+  def _embed(self, table, tokens_BT, positions_BT, *, deterministic):
+    x = table(tokens_BT) * math.sqrt(self.cfg.d_model)
+    if self.cfg.positional == 'sinusoidal':
+      x = x + positional.sinusoidal_encoding(positions_BT, self.cfg.d_model).astype(x.dtype)
+    elif self.cfg.positional == 'learned':
+      x = x + self.learned_positions(positions_BT).astype(x.dtype)
+    return self.dropout(x, deterministic=deterministic)
+
+  def encode(self, src_BS, *, src_segment_ids=None, src_positions=None, deterministic=True):
+    """Encoder output [B, S, D] and the source mask info used by cross-attention."""
+    positions = _positions(src_BS, src_positions)
+    mask = source_mask(src_BS, src_segment_ids)
+    x = self._embed(self.source_embedding, src_BS, positions, deterministic=deterministic)
+    for block in self.encoder:
+      x = block(x, mask, positions, deterministic=deterministic)
+    if self.encoder_norm is not None:
+      x = self.encoder_norm(x)
+    return x
+
+  def decode(self, memory_BSD, src_BS, tgt_in_BT, *, src_segment_ids=None,
+             tgt_segment_ids=None, tgt_positions=None, deterministic=True):
+    """Teacher-forced decoder: logits [B, T, vocab] (float32) for every target position."""
+    positions = _positions(tgt_in_BT, tgt_positions)
+    self_mask, cross_mask = target_masks(src_BS, tgt_in_BT, src_segment_ids, tgt_segment_ids)
+    table = self.target_embedding or self.source_embedding
+    y = self._embed(table, tgt_in_BT, positions, deterministic=deterministic)
+    for block in self.decoder:
+      y = block(y, memory_BSD, self_mask, cross_mask, positions, deterministic=deterministic)
+    return self.logits(y)
+
+  def logits(self, y_BTD):
+    if self.decoder_norm is not None:
+      y_BTD = self.decoder_norm(y_BTD)
+    if self.output_projection is not None:
+      return self.output_projection(y_BTD).astype(jnp.float32)
+    return self.source_embedding.attend(y_BTD).astype(jnp.float32)
+
+  def __call__(self, src_BS, tgt_in_BT, *, src_segment_ids=None, tgt_segment_ids=None,
+               src_positions=None, tgt_positions=None, deterministic=True):
+    memory = self.encode(src_BS, src_segment_ids=src_segment_ids, src_positions=src_positions,
+                         deterministic=deterministic)
+    return self.decode(memory, src_BS, tgt_in_BT, src_segment_ids=src_segment_ids,
+                       tgt_segment_ids=tgt_segment_ids, tgt_positions=tgt_positions,
+                       deterministic=deterministic)
+
+
+def _positions(tokens_BT, positions_BT):
+  if positions_BT is not None:
+    return positions_BT
+  return jnp.broadcast_to(jnp.arange(tokens_BT.shape[1]), tokens_BT.shape)
+
+
+def _visibility(tokens_BT, segment_ids_BT):
+  """Unpacked rows are right-padded: lengths (which every kernel takes, and which let
+  flash skip padded tiles). Packed rows: segment ids, with padding (token 0) moved to
+  segment 0, which no real token is in. Returns (lengths, segment_ids), one of them None."""
+  valid = (tokens_BT != 0).astype(jnp.int32)
+  if segment_ids_BT is None:
+    return jnp.sum(valid, axis=1), None
+  return None, segment_ids_BT * valid
+
+
+def source_mask(src_BS, src_segment_ids=None) -> AttentionMask:
+  lengths, seg = _visibility(src_BS, src_segment_ids)
+  return AttentionMask(q_lengths=lengths, kv_lengths=lengths, q_segment_ids=seg,
+                       kv_segment_ids=seg)
+
+
+def target_masks(src_BS, tgt_BT, src_segment_ids=None, tgt_segment_ids=None):
+  """Decoder self-attention (causal) and cross-attention masks."""
+  src_len, src_seg = _visibility(src_BS, src_segment_ids)
+  tgt_len, tgt_seg = _visibility(tgt_BT, tgt_segment_ids)
+  self_mask = AttentionMask(is_causal=True, q_lengths=tgt_len, kv_lengths=tgt_len,
+                            q_segment_ids=tgt_seg, kv_segment_ids=tgt_seg)
+  cross_mask = AttentionMask(q_lengths=tgt_len, kv_lengths=src_len, q_segment_ids=tgt_seg,
+                             kv_segment_ids=src_seg)
+  return self_mask, cross_mask

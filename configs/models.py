@@ -1,0 +1,51 @@
+"""Model presets. `base` and `big` are the rows of Table 3 of Vaswani et al. 2017.
+
+Field names follow Table 3: num_layers = N, d_model, d_ff, num_heads = h, d_k, d_v,
+dropout_rate = P_drop. d_k = d_v = 0 means d_model / num_heads; num_kv_heads = 0 means
+num_heads; vocab_size = 0 means "take it from the data".
+"""
+
+import ml_collections
+
+PRESETS = {
+    # Tests and quick runs: compiles in seconds on a CPU.
+    'tiny': dict(num_layers=2, d_model=64, d_ff=256, num_heads=4, dropout_rate=0.1),
+    # The CPU default; the size of the Flax WMT comparison in BENCHMARKS.md.
+    'small': dict(num_layers=3, d_model=256, d_ff=1024, num_heads=4, dropout_rate=0.1),
+    # Table 3, "base": N=6, d_model=512, d_ff=2048, h=8, d_k=d_v=64, P_drop=0.1.
+    'base': dict(num_layers=6, d_model=512, d_ff=2048, num_heads=8, d_k=64, d_v=64,
+                 dropout_rate=0.1),
+    # Table 3, "big": N=6, d_model=1024, d_ff=4096, h=16, d_k=d_v=64, P_drop=0.3.
+    'big': dict(num_layers=6, d_model=1024, d_ff=4096, num_heads=16, d_k=64, d_v=64,
+                dropout_rate=0.3),
+}
+
+
+def get_model_config(preset: str = 'small') -> ml_collections.ConfigDict:
+  if preset not in PRESETS:
+    raise ValueError(f'unknown model preset {preset!r}; allowed: {", ".join(PRESETS)}')
+  cfg = ml_collections.ConfigDict(dict(
+      name='transformer',          # 'transformer' | 'lstm'
+      preset=preset,
+      num_layers=6,
+      d_model=512,
+      d_ff=2048,
+      num_heads=8,
+      d_k=0,
+      d_v=0,
+      num_kv_heads=0,
+      dropout_rate=0.1,
+      attention_dropout_rate=0.0,
+      positional='sinusoidal',     # sinusoidal | learned | rope | alibi | none
+      norm='pre',                  # 'pre' (default) | 'post' (the paper's original)
+      share_embeddings=True,       # source, target and output share one matrix (paper, 3.4)
+      kernel='flash',              # any name in attention.kernels.names()
+      activation='relu',           # 'relu' (paper) | 'gelu'
+      qk_norm=False,
+      max_length=256,              # table size for learned positions
+      vocab_size=0,
+      dtype='float32',
+      param_dtype='float32',
+  ))
+  cfg.update(PRESETS[preset])
+  return cfg
