@@ -167,8 +167,9 @@ def time_point(length, causal, pass_, names):
   for name, ts in times.items():
     row = rows[name]
     row['seconds'] = statistics.median(ts)
-    if name in EXACT or name.startswith('flash'):
-      row['gflops'] = dense_flops(shape, causal, pass_) / row['seconds'] / 1e9
+    if name.split('+')[0] in EXACT or name.startswith('flash'):
+      forced_causal = causal or name.endswith('+causal')
+      row['gflops'] = dense_flops(shape, forced_causal, pass_) / row['seconds'] / 1e9
   for row in rows.values():
     for peer in ('jax.nn', 'flax.linen', 'torch'):
       if 'seconds' in row and 'seconds' in rows.get(peer, {}):
