@@ -38,10 +38,4 @@ def make_segment_mask(q_segment_ids, kv_segment_ids):
 
 def combine_masks(*masks):
   """Logical AND of the given masks, skipping None; None if every mask is None."""
-  masks = [m for m in masks if m is not None]
-  if not masks:
-    return None
-  out = masks[0]
-  for m in masks[1:]:
-    out = jnp.logical_and(out, m)
-  return out
+  return common.all_of(masks)

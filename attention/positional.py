@@ -13,6 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from attention.kernels import common
+
 
 def sinusoidal_encoding(positions, d_model: int, max_timescale: float = 10000.0):
   """The paper's PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(same).
@@ -81,6 +83,4 @@ def alibi_slopes(num_heads: int):
 
 def alibi_bias(slopes_N, q_len: int, kv_len: int, q_offset: int = 0):
   """Bias [1, N, Tq, Tk] = -slope * |i - j| (query i at position q_offset + i)."""
-  q_pos = jnp.arange(q_len) + q_offset
-  dist = jnp.abs(q_pos[:, None] - jnp.arange(kv_len)[None, :]).astype(jnp.float32)
-  return (-slopes_N[:, None, None] * dist)[None]
+  return common.alibi_bias(slopes_N, jnp.arange(q_len) + q_offset, jnp.arange(kv_len))[None]

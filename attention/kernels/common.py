@@ -157,6 +157,12 @@ def default_scale(scale, head_dim: int) -> float:
   return 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
 
 
+def group_query(query, dims: Dims):
+  """[B, Tq, N, H] -> [B, K, G, Tq, H]: query head n = k * G + g reads key/value head k."""
+  q = query.reshape(dims.batch, dims.q_len, dims.num_kv_heads, dims.groups, dims.head_dim)
+  return q.transpose(0, 2, 3, 1, 4)
+
+
 def group_heads(x, num_kv_heads: int):
   """[B?, N?, Tq?, Tk?] (mask or bias, N a multiple of K, or 1) -> [B?, K?, G?, Tq?, Tk?]."""
   b, n, tq, tk = x.shape
@@ -185,11 +191,17 @@ def visible(q_pos, kv_pos, *, is_causal=False, q_lengths=None, kv_lengths=None,
     parts.append(same[:, None, None])
   if mask is not None:
     parts.append(mask)
-  if not parts:
+  return all_of(parts)
+
+
+def all_of(masks):
+  """Logical AND of boolean arrays (broadcasting), skipping None; None if none is left."""
+  masks = [m for m in masks if m is not None]
+  if not masks:
     return None
-  out = parts[0]
-  for p in parts[1:]:
-    out = jnp.logical_and(out, p)
+  out = masks[0]
+  for m in masks[1:]:
+    out = jnp.logical_and(out, m)
   return out
 
 
@@ -198,10 +210,15 @@ def add_position_bias(logits, q_pos, kv_pos, *, bias=None, alibi_slopes=None, nu
   if bias is not None:
     logits = logits + bias.astype(jnp.float32)
   if alibi_slopes is not None:
-    slopes = alibi_slopes.astype(jnp.float32).reshape(1, num_kv_heads, -1, 1, 1)
-    dist = jnp.abs(q_pos[:, None] - kv_pos[None, :]).astype(jnp.float32)
-    logits = logits - slopes * dist
+    alibi = alibi_bias(alibi_slopes, q_pos, kv_pos)
+    logits = logits + alibi.reshape(1, num_kv_heads, -1, *alibi.shape[1:])
   return logits
+
+
+def alibi_bias(alibi_slopes, q_pos, kv_pos):
+  """ALiBi's -slope[n] * |q_pos[i] - kv_pos[j]| as float32 [N, len(q_pos), len(kv_pos)]."""
+  dist = jnp.abs(q_pos[:, None] - kv_pos[None, :]).astype(jnp.float32)
+  return -alibi_slopes.astype(jnp.float32)[:, None, None] * dist
 
 
 def rng_to_seed(dropout_rng) -> Array:

@@ -79,8 +79,7 @@ def flash_attention(query, key, value, *, mask=None, bias=None, is_causal=False,
   pad_q = plan.q_padded - dims.q_len
   pad_kv = plan.kv_padded - dims.kv_len
 
-  q = query.reshape(dims.batch, dims.q_len, dims.num_kv_heads, dims.groups, dims.head_dim)
-  q = jnp.pad(q.transpose(0, 2, 3, 1, 4), [(0, 0)] * 3 + [(0, pad_q), (0, 0)])
+  q = jnp.pad(common.group_query(query, dims), [(0, 0)] * 3 + [(0, pad_q), (0, 0)])
   k = jnp.pad(jnp.swapaxes(key, 1, 2), [(0, 0), (0, 0), (0, pad_kv), (0, 0)])
   v = jnp.pad(jnp.swapaxes(value, 1, 2), [(0, 0), (0, 0), (0, pad_kv), (0, 0)])
   if pad_kv and kv_lengths is None:

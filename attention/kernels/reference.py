@@ -21,7 +21,7 @@ def attention_weights(query, key, *, mask=None, bias=None, is_causal=False, scal
       query, key, key, mask=mask, bias=bias, scale=scale, q_segment_ids=q_segment_ids,
       kv_segment_ids=kv_segment_ids, q_lengths=q_lengths, kv_lengths=kv_lengths,
       alibi_slopes=alibi_slopes, kernel=kernel)
-  q_BKGTH = _grouped_query(query, dims)
+  q_BKGTH = common.group_query(query, dims)
   k_BKSH = jnp.swapaxes(key, 1, 2)
   logits = jnp.einsum('bkgqh,bksh->bkgqs', q_BKGTH, k_BKSH,
                       preferred_element_type=jnp.float32)
@@ -72,9 +72,3 @@ def reference_attention(query, key, value, *, mask=None, bias=None, is_causal=Fa
   out = jnp.einsum('bkgqs,bksh->bqkgh', weights.astype(value.dtype), v_BKSH,
                    preferred_element_type=jnp.float32)
   return out.reshape(dims.batch, dims.q_len, dims.num_heads, dims.value_dim).astype(query.dtype)
-
-
-def _grouped_query(query, dims: common.Dims):
-  """[B, Tq, N, H] -> [B, K, G, Tq, H]."""
-  q = query.reshape(dims.batch, dims.q_len, dims.num_kv_heads, dims.groups, dims.head_dim)
-  return q.transpose(0, 2, 3, 1, 4)

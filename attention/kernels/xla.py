@@ -32,8 +32,7 @@ def xla_attention(query, key, value, *, mask=None, bias=None, is_causal=False, s
     same = q_segment_ids[:, None, :, None] == kv_segment_ids[:, None, None, :]
     mask = same if mask is None else jnp.logical_and(mask, same)
   if alibi_slopes is not None:
-    dist = jnp.abs(q_pos[:, None] - kv_pos[None, :]).astype(jnp.float32)
-    alibi = -alibi_slopes.astype(jnp.float32)[None, :, None, None] * dist
+    alibi = common.alibi_bias(alibi_slopes, q_pos, kv_pos)[None]
     bias = alibi if bias is None else bias + alibi
   if bias is not None:
     bias = bias.astype(query.dtype)
