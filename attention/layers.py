@@ -14,6 +14,12 @@ import jax.numpy as jnp
 from flax import nnx
 
 from attention import kernels, positional
+from attention.kernels import local
+
+
+def module_list(modules):
+  """A list of submodules: flax >= 0.12 wants nnx.List, older versions a plain list."""
+  return nnx.List(modules) if hasattr(nnx, 'List') else list(modules)
 
 
 @dataclasses.dataclass
@@ -92,24 +98,40 @@ class MultiHeadAttention(nnx.Module):
       q_BTNH = positional.apply_rope(q_BTNH, q_positions_BT)
     return q_BTNH
 
-  def attend(self, q_BTNH, k_BSKH, v_BSKV, attn_mask: AttentionMask, *, deterministic: bool,
-             q_offset: int | jax.Array = 0):
-    """Runs the kernel; returns the output [B, T, D]. q_offset shifts ALiBi's query positions
-    (for a cached decoding step, whose single query sits at position q_offset)."""
+  def attend(self, q_BTNH, k_BSKH, v_BSKV, attn_mask: AttentionMask, *, deterministic: bool):
+    """Runs the kernel over whole sequences; returns the output [B, T, D]."""
     kw = dict(attn_mask.kernel_kwargs(), **self.kernel_options)
     if self.alibi_slopes is not None:
-      slopes = self.alibi_slopes[...]
-      if isinstance(q_offset, int) and q_offset == 0:
-        kw['alibi_slopes'] = slopes
-      else:
-        t, s = q_BTNH.shape[1], k_BSKH.shape[1]
-        kw['bias'] = positional.alibi_bias(slopes, t, s, q_offset).astype(jnp.float32)
+      kw['alibi_slopes'] = self.alibi_slopes[...]
     rate = 0.0 if deterministic else self.attention_dropout_rate
     if rate > 0.0:
       kw['dropout_rate'] = rate
       kw['dropout_rng'] = self.rngs.dropout()
     out_BTNV = self.kernel_fn(q_BTNH, k_BSKH, v_BSKV, **kw)
     return self.out(out_BTNV.astype(self.dtype))
+
+  def attend_step(self, q_B1NH, k_BSKH, v_BSKV, *, kv_lengths_B, position, is_causal: bool):
+    """One decoding step: the single query at `position` (a scalar) over keys [0, kv_lengths).
+
+    Equals row `position` of `attend` over the whole sequence. Exact and linear kernels
+    run as they are (linear attention over a prefix is the causal form at its last row);
+    the local window becomes a band mask on the cached row, which is O(S) for one query.
+    """
+    kw = {'kv_lengths': kv_lengths_B}
+    fn = self.kernel_fn
+    if self.kernel_name == 'local':
+      left, right = local.window_bounds(
+          self.kernel_options.get('window_size', local.DEFAULT_WINDOW), is_causal)
+      kv_pos = jnp.arange(k_BSKH.shape[1])
+      band = (kv_pos >= position - left) & (kv_pos <= position + right)
+      kw['mask'] = band[None, None, None, :]
+      fn = kernels.get('reference')
+    else:
+      kw.update(self.kernel_options)
+    if self.alibi_slopes is not None:
+      kw['bias'] = positional.alibi_bias(self.alibi_slopes[...], 1, k_BSKH.shape[1], position)
+    out_B1NV = fn(q_B1NH, k_BSKH, v_BSKV, **kw)
+    return self.out(out_B1NV.astype(self.dtype))
 
   def weights(self, x_BTD, context_BSD, attn_mask: AttentionMask, q_positions_BT=None,
               kv_positions_BS=None):

@@ -11,46 +11,48 @@ from __future__ import annotations
 
 import math
 
+import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from attention import positional
+from attention import dtypes, layers, positional
+from attention.decode_cache import DecodeCache
 from attention.layers import AttentionMask, FeedForward, MultiHeadAttention, Residual
 
 POSITIONAL_SCHEMES = ('sinusoidal', 'learned', 'rope', 'alibi', 'none')
-DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
 
-
-def _dtype(name):
-  if name not in DTYPES:
-    raise ValueError(f'dtype must be one of {sorted(DTYPES)}, got {name!r}')
-  return DTYPES[name]
-
-
-def _module_list(modules):
-  # flax >= 0.12 wants nnx.List for a list of submodules; older versions take a plain list.
-  return nnx.List(modules) if hasattr(nnx, 'List') else list(modules)
 
 
 def _attention(cfg, rngs, *, positional_scheme=None):
   return MultiHeadAttention(
       cfg.d_model, cfg.num_heads, d_k=cfg.d_k or None, d_v=cfg.d_v or None,
       num_kv_heads=cfg.num_kv_heads or None, kernel=cfg.kernel,
-      kernel_options=dict(cfg.get('kernel_options', {}) or {}),
+      kernel_options=kernel_options(cfg),
       attention_dropout_rate=cfg.attention_dropout_rate, qk_norm=cfg.get('qk_norm', False),
-      positional_scheme=positional_scheme or cfg.positional, dtype=_dtype(cfg.dtype),
-      param_dtype=_dtype(cfg.param_dtype), rngs=rngs)
+      positional_scheme=positional_scheme or cfg.positional, dtype=dtypes.parse(cfg.dtype),
+      param_dtype=dtypes.parse(cfg.param_dtype), rngs=rngs)
+
+
+def kernel_options(cfg) -> dict:
+  """Keyword options of the configured kernel, from the model config fields."""
+  if cfg.get('kernel_options'):   # explicit dict (tests, benchmarks)
+    return dict(cfg.kernel_options)
+  if cfg.kernel == 'local':
+    return {'window_size': cfg.get('local_window', 32)}
+  if cfg.kernel == 'linear':
+    return {'chunk_size': cfg.get('linear_chunk', 64)}
+  return {}
 
 
 def _residual(cfg, rngs):
   return Residual(cfg.d_model, norm=cfg.norm, dropout_rate=cfg.dropout_rate,
-                  dtype=_dtype(cfg.dtype), param_dtype=_dtype(cfg.param_dtype), rngs=rngs)
+                  dtype=dtypes.parse(cfg.dtype), param_dtype=dtypes.parse(cfg.param_dtype), rngs=rngs)
 
 
 def _feed_forward(cfg, rngs):
   return FeedForward(cfg.d_model, cfg.d_ff, activation=cfg.get('activation', 'relu'),
-                     dropout_rate=cfg.dropout_rate, dtype=_dtype(cfg.dtype),
-                     param_dtype=_dtype(cfg.param_dtype), rngs=rngs)
+                     dropout_rate=cfg.dropout_rate, dtype=dtypes.parse(cfg.dtype),
+                     param_dtype=dtypes.parse(cfg.param_dtype), rngs=rngs)
 
 
 class EncoderBlock(nnx.Module):
@@ -95,6 +97,34 @@ class DecoderBlock(nnx.Module):
     return self.residual_ff(y_BTD, lambda h: self.feed_forward(h, deterministic=deterministic),
                             deterministic=deterministic)
 
+  def step(self, y_B1D, self_kv, cross_kv, src_lengths_B, t):
+    """One decoding step at target position t (a scalar): writes this position's key and
+    value into the self-attention cache (k [B, T, K, H], v [B, T, K, V]) and attends
+    over positions 0..t. Returns (y [B, 1, D], updated self_kv)."""
+    batch = y_B1D.shape[0]
+    positions = jnp.full((batch, 1), t)
+    updated = []
+
+    def self_attend(h):
+      att = self.self_attention
+      q = att.project_q(h, positions)
+      k, v = att.project_kv(h, positions)
+      k_cache = jax.lax.dynamic_update_slice_in_dim(self_kv[0], k.astype(self_kv[0].dtype), t, 1)
+      v_cache = jax.lax.dynamic_update_slice_in_dim(self_kv[1], v.astype(self_kv[1].dtype), t, 1)
+      updated.append((k_cache, v_cache))
+      return att.attend_step(q, k_cache, v_cache, kv_lengths_B=jnp.full((batch,), t + 1),
+                             position=t, is_causal=True)
+
+    def cross_attend(h):
+      att = self.cross_attention
+      return att.attend_step(att.project_q(h), *cross_kv, kv_lengths_B=src_lengths_B,
+                             position=t, is_causal=False)
+
+    y_B1D = self.residual_self(y_B1D, self_attend, deterministic=True)
+    y_B1D = self.residual_cross(y_B1D, cross_attend, deterministic=True)
+    y_B1D = self.residual_ff(y_B1D, self.feed_forward, deterministic=True)
+    return y_B1D, updated[0]
+
 
 class Transformer(nnx.Module):
   """Encoder-decoder Transformer; __call__(src, tgt_in) -> logits [B, T, vocab]."""
@@ -105,7 +135,7 @@ class Transformer(nnx.Module):
     if cfg.norm not in ('pre', 'post'):
       raise ValueError(f"model.norm must be 'pre' or 'post', got {cfg.norm!r}")
     self.cfg = cfg
-    dtype, param_dtype = _dtype(cfg.dtype), _dtype(cfg.param_dtype)
+    dtype, param_dtype = dtypes.parse(cfg.dtype), dtypes.parse(cfg.param_dtype)
     embed = lambda: nnx.Embed(cfg.vocab_size, cfg.d_model, dtype=dtype, param_dtype=param_dtype,
                               embedding_init=nnx.initializers.normal(cfg.d_model ** -0.5),
                               rngs=rngs)
@@ -118,8 +148,8 @@ class Transformer(nnx.Module):
         positional.LearnedPositionalEmbedding(cfg.max_length, cfg.d_model, param_dtype=param_dtype,
                                               rngs=rngs)
         if cfg.positional == 'learned' else None)
-    self.encoder = _module_list([EncoderBlock(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
-    self.decoder = _module_list([DecoderBlock(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
+    self.encoder = layers.module_list([EncoderBlock(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
+    self.decoder = layers.module_list([DecoderBlock(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
     final_norm = lambda: nnx.LayerNorm(cfg.d_model, epsilon=1e-6, dtype=dtype,
                                        param_dtype=param_dtype, rngs=rngs)
     # Pre-LN leaves the residual stream unnormalized, so each stack ends with a LayerNorm.
@@ -156,6 +186,34 @@ class Transformer(nnx.Module):
     for block in self.decoder:
       y = block(y, memory_BSD, self_mask, cross_mask, positions, deterministic=deterministic)
     return self.logits(y)
+
+  def start_decoding(self, src_BS, max_length: int) -> DecodeCache:
+    """Encodes the source once; empty self-attention caches for max_length target steps."""
+    if self.learned_positions is not None and max_length > self.cfg.max_length:
+      raise ValueError(f'decoding length {max_length} exceeds model.max_length '
+                       f'({self.cfg.max_length}), the size of the learned position table')
+    memory = self.encode(src_BS)
+    batch = src_BS.shape[0]
+    cross, self_kv = [], []
+    for block in self.decoder:
+      att = block.self_attention
+      cross.append(block.cross_attention.project_kv(memory))
+      self_kv.append((jnp.zeros((batch, max_length, att.num_kv_heads, att.d_k), att.dtype),
+                      jnp.zeros((batch, max_length, att.num_kv_heads, att.d_v), att.dtype)))
+    src_lengths, _ = _visibility(src_BS, None)
+    return DecodeCache(static={'src_lengths': src_lengths, 'cross': cross},
+                       dynamic={'self': self_kv})
+
+  def decode_step(self, cache: DecodeCache, tokens_B, t):
+    """Logits [B, vocab] (float32) for position t + 1 given the token at position t."""
+    table = self.target_embedding or self.source_embedding
+    positions = jnp.full((tokens_B.shape[0], 1), t)
+    y = self._embed(table, tokens_B[:, None], positions, deterministic=True)
+    self_kv = []
+    for block, kv, cross in zip(self.decoder, cache.dynamic['self'], cache.static['cross']):
+      y, kv = block.step(y, kv, cross, cache.static['src_lengths'], t)
+      self_kv.append(kv)
+    return self.logits(y)[:, 0], DecodeCache(cache.static, {'self': self_kv})
 
   def logits(self, y_BTD):
     if self.decoder_norm is not None:

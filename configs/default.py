@@ -1,27 +1,34 @@
-"""Default experiment configuration.
+"""Default experiment: a Transformer trained on the toy translation task `lang`.
 
-  python train.py --config=configs/default.py:model=small --workdir=runs/default
+  python train.py --config=configs/default.py --workdir=runs/default
+  python train.py --config=configs/default.py:task=reverse,model=tiny --workdir=runs/reverse \
+      --config.train.learning_rate=1e-3
 
 The config string takes comma-separated key=value pairs (as big_vision does):
-  model=tiny|small|base|big     model preset (configs/models.py)
-Any field can then be overridden: --config.model.num_heads=8.
+  task=lang|copy|reverse|sort|addition   the toy_translation builder config
+  model=tiny|small|base|big|lstm         model preset (configs/models.py)
+Any field can then be overridden from the command line: --config.model.num_heads=8.
 """
 
 import ml_collections
 
 from configs import models
 
-ARG_KEYS = ('model',)
+TASKS = ('lang', 'copy', 'reverse', 'sort', 'addition')
+ARG_KEYS = ('task', 'model')
 
 
 def parse_arg(arg: str | None) -> dict:
-  """'model=small,task=lang' -> {'model': 'small', 'task': 'lang'}; unknown keys rejected."""
+  """'task=lang,model=small' -> {'task': 'lang', 'model': 'small'}; unknown keys rejected."""
   out = {}
   for item in filter(None, (arg or '').split(',')):
     key, sep, value = item.partition('=')
     if not sep or key not in ARG_KEYS:
-      raise ValueError(f'config string item {item!r}: expected key=value with key in {ARG_KEYS}')
+      raise ValueError(f'config string item {item!r}: expected key=value with key in '
+                       f'{", ".join(ARG_KEYS)}')
     out[key] = value
+  if out.get('task', 'lang') not in TASKS:
+    raise ValueError(f'config string task={out["task"]!r}: allowed: {", ".join(TASKS)}')
   return out
 
 
@@ -29,5 +36,42 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = parse_arg(arg)
   config = ml_collections.ConfigDict()
   config.seed = 0
+  config.task = args.get('task', 'lang')
+
+  config.data = ml_collections.ConfigDict(dict(
+      data_dir='data',             # where the TFDS builder prepares the dataset
+      max_length=64,               # tokens per side (EOS included); longer pairs are dropped
+      pack=True,                   # pack several examples per row (segment ids)
+      bucket_boundaries=(16, 32, 64),  # padded lengths of unpacked batches
+      shuffle_seed=0,
+      num_workers=0,               # grain worker processes (0 = in the main process)
+  ))
+
   config.model = models.get_model_config(args.get('model', 'small'))
+
+  config.train = ml_collections.ConfigDict(dict(
+      num_steps=3000,
+      batch_size=64,               # sequences (rows) per step, over all devices
+      learning_rate=2e-3,
+      schedule='rsqrt',            # rsqrt (paper) | cosine | constant
+      warmup_steps=400,
+      label_smoothing=0.1,         # the paper's epsilon_ls
+      weight_decay=0.0,
+      grad_clip=1.0,               # global norm; 0 = off
+      b1=0.9, b2=0.98, eps=1e-9,   # the paper's Adam
+      log_every_steps=50,
+      skip_nonfinite=False,
+  ))
+
+  config.eval = ml_collections.ConfigDict(dict(
+      every_steps=1000,
+      num_examples=500,            # validation examples decoded at each evaluation (0 = all)
+      batch_size=128,
+      beam_size=4,
+      alpha=0.6,                   # GNMT length penalty
+      max_decode_length=0,         # 0 = data.max_length
+  ))
+
+  config.checkpoint = ml_collections.ConfigDict(dict(every_steps=1000, keep=2))
+  config.mesh = ml_collections.ConfigDict(dict(data=-1, model=1))
   return config

@@ -18,6 +18,9 @@ PRESETS = {
     # Table 3, "big": N=6, d_model=1024, d_ff=4096, h=16, d_k=d_v=64, P_drop=0.3.
     'big': dict(num_layers=6, d_model=1024, d_ff=4096, num_heads=16, d_k=64, d_v=64,
                 dropout_rate=0.3),
+    # The recurrent baseline: a 2-layer LSTM encoder-decoder with Luong attention.
+    'lstm': dict(name='lstm', num_layers=2, d_model=256, dropout_rate=0.1,
+                 rnn_attention='luong'),
 }
 
 
@@ -40,8 +43,11 @@ def get_model_config(preset: str = 'small') -> ml_collections.ConfigDict:
       norm='pre',                  # 'pre' (default) | 'post' (the paper's original)
       share_embeddings=True,       # source, target and output share one matrix (paper, 3.4)
       kernel='flash',              # any name in attention.kernels.names()
+      local_window=32,             # kernel='local': keys within this many positions each side
+      linear_chunk=64,             # kernel='linear': chunk length of the causal prefix sums
       activation='relu',           # 'relu' (paper) | 'gelu'
       qk_norm=False,
+      rnn_attention='luong',       # name='lstm' only: none | luong | bahdanau
       max_length=256,              # table size for learned positions
       vocab_size=0,
       dtype='float32',

@@ -15,9 +15,20 @@ import jax.numpy as jnp
 from attention.kernels import common
 
 
+DEFAULT_WINDOW = 128
+
+
+def window_bounds(window_size=DEFAULT_WINDOW, is_causal=False) -> tuple[int, int]:
+  """(left, right) reach of the window: query i sees keys i - left .. i + right."""
+  left, right = (window_size, window_size) if isinstance(window_size, int) else window_size
+  if min(left, right) < 0:
+    raise ValueError(f'local: window_size must be >= 0, got {window_size}')
+  return left, 0 if is_causal else right
+
+
 def local_attention(query, key, value, *, mask=None, bias=None, is_causal=False, scale=None,
                     q_segment_ids=None, kv_segment_ids=None, q_lengths=None, kv_lengths=None,
-                    alibi_slopes=None, dropout_rate=0.0, dropout_rng=None, window_size=128,
+                    alibi_slopes=None, dropout_rate=0.0, dropout_rng=None, window_size=DEFAULT_WINDOW,
                     block_q=128):
   """window_size: int (same reach left and right) or (left, right); output [B, Tq, N, Hv]."""
   dims = common.check_inputs(
@@ -25,11 +36,9 @@ def local_attention(query, key, value, *, mask=None, bias=None, is_causal=False,
       kv_segment_ids=kv_segment_ids, q_lengths=q_lengths, kv_lengths=kv_lengths,
       alibi_slopes=alibi_slopes, kernel='local')
   common.reject('local', mask=mask, bias=bias, dropout_rate=dropout_rate)
-  left, right = (window_size, window_size) if isinstance(window_size, int) else window_size
-  if min(left, right) < 0 or block_q <= 0:
-    raise ValueError(f'local: window_size must be >= 0 and block_q > 0, got {window_size}, {block_q}')
-  if is_causal:
-    right = 0
+  if block_q <= 0:
+    raise ValueError(f'local: block_q must be > 0, got {block_q}')
+  left, right = window_bounds(window_size, is_causal)
   bq = min(block_q, dims.q_len)
   nq = -(-dims.q_len // bq)
   span = bq + left + right

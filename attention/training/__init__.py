@@ -1,0 +1,1 @@
+"""Training: the optimizer, the one train step, checkpoints, metrics and the loop."""
