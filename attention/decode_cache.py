@@ -1,18 +1,18 @@
 """The state a model carries between decoding steps.
 
 Every model that decodes (`Transformer`, `LSTMSeq2Seq`) has
-  start_decoding(src_BS, max_length) -> DecodeCache
-  decode_step(cache, tokens_B, step) -> (logits_BV float32, DecodeCache)
-and every leaf of both parts has the batch as its leading axis.
+  start_decoding(src_BS, max_length, beams=1) -> DecodeCache for R = B * beams rows
+  decode_step(cache, tokens_R, step) -> (logits_RV float32, DecodeCache)
+  reorder_cache(cache, parent_BK) -> DecodeCache: beam k now continues beam parent[b, k]
+How a model lays out its cache is its own business (the Transformer keeps one cross-
+attention cache per source and lets beams share their self-attention cache).
 """
 
 from typing import Any, NamedTuple
 
 
 class DecodeCache(NamedTuple):
-  # Computed once from the source: cross-attention keys/values, source lengths. Beam
-  # search tiles it per beam and never reorders it (beams of one source share it).
+  # Computed once from the source: cross-attention keys/values, source lengths.
   static: Any
-  # Grows or changes every step: self-attention keys/values, recurrent state. Beam
-  # search gathers it along the batch axis when beams are reordered.
+  # Changes every step: self-attention keys/values, recurrent state, beam ancestry.
   dynamic: Any

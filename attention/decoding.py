@@ -16,7 +16,6 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from attention.decode_cache import DecodeCache
 from attention.tokens import BOS_ID, EOS_ID, PAD_ID
 
 
@@ -109,14 +108,6 @@ def uncached_greedy_decode(model, src_BS, *, max_length: int, bos_id: int = BOS_
   return jax.lax.while_loop(cond, body, state)[1]
 
 
-def _gather_beams(x, beam_idx_BK):
-  """x [B * K_old, ...] (or [B, K_old, ...] when already split) -> rows picked per batch."""
-  batch, beams = beam_idx_BK.shape
-  split = x.reshape(batch, -1, *x.shape[1:])
-  idx = beam_idx_BK.reshape(batch, beams, *([1] * (split.ndim - 2)))
-  return jnp.take_along_axis(split, idx, axis=1).reshape(batch * beams, *x.shape[1:])
-
-
 def beam_search(model, src_BS, *, beam_size: int, max_length: int, alpha: float = 0.6,
                 bos_id: int = BOS_ID, eos_id: int = EOS_ID):
   """Batched beam search with the GNMT length penalty.
@@ -133,8 +124,7 @@ def beam_search(model, src_BS, *, beam_size: int, max_length: int, alpha: float 
   if beam_size < 1:
     raise ValueError(f'beam_size must be >= 1, got {beam_size}')
   batch, beams = src_BS.shape[0], beam_size
-  cache = model.start_decoding(src_BS, max_length)
-  cache = jax.tree_util.tree_map(lambda x: jnp.repeat(x, beams, axis=0), cache)
+  cache = model.start_decoding(src_BS, max_length, beams=beams)
   neg_inf = jnp.float32(-jnp.inf)
 
   def cond(state):
@@ -161,8 +151,7 @@ def beam_search(model, src_BS, *, beam_size: int, max_length: int, alpha: float 
     seq_BKT = jnp.take_along_axis(seq_BKT, parent[:, :, None], axis=1)
     seq_BKT = jax.lax.dynamic_update_slice_in_dim(seq_BKT, token[:, :, None], t, 2)
     done_BK = jnp.where(extended, token == eos_id, True)
-    cache = DecodeCache(cache.static, jax.tree_util.tree_map(
-        lambda x: _gather_beams(x, parent), cache.dynamic))
+    cache = model.reorder_cache(cache, parent)
     return t + 1, seq_BKT, logp_BK, score_BK, done_BK, token.reshape(-1), cache
 
   # Only beam 0 is live at the start, so the first step does not pick one token K times.

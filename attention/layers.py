@@ -14,7 +14,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from attention import kernels, positional
-from attention.kernels import local
+from attention.kernels import beam_cache, common, linear, local
+from attention.kernels import dropout as dropout_lib
 
 
 def module_list(modules):
@@ -110,28 +111,51 @@ class MultiHeadAttention(nnx.Module):
     out_BTNV = self.kernel_fn(q_BTNH, k_BSKH, v_BSKV, **kw)
     return self.out(out_BTNV.astype(self.dtype))
 
-  def attend_step(self, q_B1NH, k_BSKH, v_BSKV, *, kv_lengths_B, position, is_causal: bool):
-    """One decoding step: the single query at `position` (a scalar) over keys [0, kv_lengths).
-
-    Equals row `position` of `attend` over the whole sequence. Exact and linear kernels
-    run as they are (linear attention over a prefix is the causal form at its last row);
-    the local window becomes a band mask on the cached row, which is O(S) for one query.
-    """
-    kw = {'kv_lengths': kv_lengths_B}
-    fn = self.kernel_fn
+  def _step_position_terms(self, position, kv_len: int, is_causal: bool):
+    """For a query at `position`: the local window as a mask over cached times [T] (or
+    None), and ALiBi's bias [N, T] (or None)."""
+    band = bias = None
     if self.kernel_name == 'local':
       left, right = local.window_bounds(
           self.kernel_options.get('window_size', local.DEFAULT_WINDOW), is_causal)
-      kv_pos = jnp.arange(k_BSKH.shape[1])
-      band = (kv_pos >= position - left) & (kv_pos <= position + right)
+      times = jnp.arange(kv_len)
+      band = (times >= position - left) & (times <= position + right)
+    if self.alibi_slopes is not None:
+      bias = positional.alibi_bias(self.alibi_slopes[...], 1, kv_len, position)[0, :, 0, :]
+    return band, bias
+
+  def attend_step(self, q_BQNH, k_BSKH, v_BSKV, *, kv_lengths_B, position, is_causal: bool):
+    """One decoding step: Q queries per row, all at `position` (a scalar; Q > 1 when the
+    beams of one source share a row), over keys [0, kv_lengths). Output [B, Q, D].
+
+    Equals row `position` of `attend` over the whole sequence. Exact and linear kernels
+    run as they are (linear attention over a prefix is the causal form at its last row);
+    the local window becomes a band mask on the cached row, which is O(S) per query.
+    """
+    band, bias = self._step_position_terms(position, k_BSKH.shape[1], is_causal)
+    kw = {'kv_lengths': kv_lengths_B}
+    fn = self.kernel_fn
+    if band is not None:
       kw['mask'] = band[None, None, None, :]
       fn = kernels.get('reference')
     else:
       kw.update(self.kernel_options)
-    if self.alibi_slopes is not None:
-      kw['bias'] = positional.alibi_bias(self.alibi_slopes[...], 1, k_BSKH.shape[1], position)
-    out_B1NV = fn(q_B1NH, k_BSKH, v_BSKV, **kw)
-    return self.out(out_B1NV.astype(self.dtype))
+    if bias is not None:
+      kw['bias'] = bias[None, :, None, :]
+    out_BQNV = fn(q_BQNH, k_BSKH, v_BSKV, **kw)
+    return self.out(out_BQNV.astype(self.dtype))
+
+  def attend_beam_step(self, q_R1NH, k_RTKH, v_RTKV, ancestry_BKT, *, position):
+    """Causal self-attention step for R = B * K beam rows over a shared cache (see
+    kernels.beam_cache): row b * K + k's history is ancestry[b, k]. Output [R, 1, D]."""
+    batch, beams, t = ancestry_BKT.shape
+    band, bias = self._step_position_terms(position, t, True)
+    split = lambda x: x.reshape(batch, beams, *x.shape[1:])
+    out = beam_cache.beam_cache_attention(
+        split(q_R1NH[:, 0]), split(k_RTKH), split(v_RTKV), ancestry_BKT, position + 1,
+        bias_NT=bias, mask_T=band,
+        feature_map=linear.feature_map if self.kernel_name == 'linear' else None)
+    return self.out(out.reshape(batch * beams, 1, *out.shape[2:]).astype(self.dtype))
 
   def weights(self, x_BTD, context_BSD, attn_mask: AttentionMask, q_positions_BT=None,
               kv_positions_BS=None):
@@ -154,6 +178,24 @@ class MultiHeadAttention(nnx.Module):
     return self.attend(q, k, v, attn_mask or AttentionMask(), deterministic=deterministic)
 
 
+class Dropout(nnx.Module):
+  """Inverted dropout with a hashed mask (kernels.dropout.keep_elements), keyed by the
+  module's `dropout` RNG stream; same interface as nnx.Dropout."""
+
+  def __init__(self, rate: float, *, rngs: nnx.Rngs):
+    if not 0.0 <= rate < 1.0:
+      raise ValueError(f'dropout rate must be in [0, 1), got {rate}')
+    self.rate = rate
+    self.rngs = rngs
+
+  def __call__(self, x, *, deterministic: bool = True):
+    if deterministic or self.rate == 0.0:
+      return x
+    seed = common.rng_to_seed(self.rngs.dropout())
+    keep = dropout_lib.keep_elements(seed, x.shape, self.rate)
+    return jnp.where(keep, x / (1.0 - self.rate), jnp.zeros_like(x))
+
+
 class FeedForward(nnx.Module):
   """Position-wise FFN(x) = act(x W_1 + b_1) W_2 + b_2 (ReLU in the paper)."""
 
@@ -168,7 +210,7 @@ class FeedForward(nnx.Module):
               rngs=rngs)
     self.w1 = nnx.Linear(d_model, d_ff, **kw)
     self.w2 = nnx.Linear(d_ff, d_model, **kw)
-    self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
+    self.dropout = Dropout(dropout_rate, rngs=rngs)
 
   def __call__(self, x_BTD, *, deterministic: bool = True):
     h_BTF = self.dropout(self.activation(self.w1(x_BTD)), deterministic=deterministic)
@@ -184,7 +226,7 @@ class Residual(nnx.Module):
       raise ValueError(f"norm must be 'pre' or 'post', got {norm!r}")
     self.pre = norm == 'pre'
     self.norm = nnx.LayerNorm(d_model, epsilon=1e-6, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
+    self.dropout = Dropout(dropout_rate, rngs=rngs)
 
   def __call__(self, x, sublayer, *, deterministic: bool):
     if self.pre:

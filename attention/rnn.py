@@ -84,7 +84,7 @@ class LSTMSeq2Seq(nnx.Module):
     self.combine = None if kind == 'none' else nnx.Linear(2 * d, d, use_bias=False, **kw)
     self.output_projection = None if cfg.share_embeddings else nnx.Linear(
         d, cfg.vocab_size, use_bias=False, **kw)
-    self.dropout = nnx.Dropout(cfg.dropout_rate, rngs=rngs)
+    self.dropout = layers.Dropout(cfg.dropout_rate, rngs=rngs)
     self.dtype = dtype
 
   # -- encoder ---------------------------------------------------------------------------
@@ -164,15 +164,23 @@ class LSTMSeq2Seq(nnx.Module):
 
   # -- incremental decoding --------------------------------------------------------------
 
-  def start_decoding(self, src_BS, max_length: int) -> DecodeCache:
+  def start_decoding(self, src_BS, max_length: int, beams: int = 1) -> DecodeCache:
+    """Encodes once; every part is repeated for the B * beams rows (it is small)."""
     del max_length  # the recurrent state has a fixed size
     static, carry = self._static(src_BS, self.encode(src_BS))
-    return DecodeCache(static=static, dynamic=carry)
+    cache = DecodeCache(static=static, dynamic=carry)
+    return jax.tree_util.tree_map(lambda x: jnp.repeat(x, beams, axis=0), cache)
 
-  def decode_step(self, cache: DecodeCache, tokens_B, t):
+  def decode_step(self, cache: DecodeCache, tokens_R, t):
     del t  # position is implicit in the recurrent state
-    carry, out, _ = self._step(cache.dynamic, self._target_embed(tokens_B), cache.static)
+    carry, out, _ = self._step(cache.dynamic, self._target_embed(tokens_R), cache.static)
     return self.logits(out), DecodeCache(cache.static, carry)
+
+  def reorder_cache(self, cache: DecodeCache, parent_BK) -> DecodeCache:
+    """Beam k continues beam parent[b, k]: copy that beam's recurrent state."""
+    batch, beams = parent_BK.shape
+    rows = (jnp.arange(batch)[:, None] * beams + parent_BK).reshape(-1)
+    return DecodeCache(cache.static, jax.tree_util.tree_map(lambda x: x[rows], cache.dynamic))
 
   def cross_attention_weights(self, src_BS, tgt_in_BT):
     """Decoder-to-source attention weights [B, T, S] (float32) for visualization."""

@@ -97,12 +97,16 @@ class DecoderBlock(nnx.Module):
     return self.residual_ff(y_BTD, lambda h: self.feed_forward(h, deterministic=deterministic),
                             deterministic=deterministic)
 
-  def step(self, y_B1D, self_kv, cross_kv, src_lengths_B, t):
-    """One decoding step at target position t (a scalar): writes this position's key and
-    value into the self-attention cache (k [B, T, K, H], v [B, T, K, V]) and attends
-    over positions 0..t. Returns (y [B, 1, D], updated self_kv)."""
-    batch = y_B1D.shape[0]
-    positions = jnp.full((batch, 1), t)
+  def step(self, y_R1D, self_kv, cross_kv, src_lengths_B, t, ancestry_BKT=None):
+    """One decoding step at target position t (a scalar) for R = B * K rows (K beams per
+    source; K = 1 without beams). Writes this position's key and value into the
+    self-attention cache (k [R, T, Kh, H], v [R, T, Kh, V]) and attends over positions
+    0..t: over the row's own cache, or through `ancestry` [B, K, T] over the cache the
+    beams share. Cross-attention reads the source's keys/values once for its K beams.
+    Returns (y [R, 1, D], updated self_kv)."""
+    rows = y_R1D.shape[0]
+    batch = src_lengths_B.shape[0]
+    positions = jnp.full((rows, 1), t)
     updated = []
 
     def self_attend(h):
@@ -112,18 +116,23 @@ class DecoderBlock(nnx.Module):
       k_cache = jax.lax.dynamic_update_slice_in_dim(self_kv[0], k.astype(self_kv[0].dtype), t, 1)
       v_cache = jax.lax.dynamic_update_slice_in_dim(self_kv[1], v.astype(self_kv[1].dtype), t, 1)
       updated.append((k_cache, v_cache))
-      return att.attend_step(q, k_cache, v_cache, kv_lengths_B=jnp.full((batch,), t + 1),
+      if ancestry_BKT is not None:
+        return att.attend_beam_step(q, k_cache, v_cache, ancestry_BKT, position=t)
+      return att.attend_step(q, k_cache, v_cache, kv_lengths_B=jnp.full((rows,), t + 1),
                              position=t, is_causal=True)
 
     def cross_attend(h):
       att = self.cross_attention
-      return att.attend_step(att.project_q(h), *cross_kv, kv_lengths_B=src_lengths_B,
-                             position=t, is_causal=False)
+      # The K beams of a source become K queries of one row: its keys are read once.
+      q = att.project_q(h).reshape(batch, rows // batch, att.num_heads, att.d_k)
+      out = att.attend_step(q, *cross_kv, kv_lengths_B=src_lengths_B, position=t,
+                            is_causal=False)
+      return out.reshape(rows, 1, -1)
 
-    y_B1D = self.residual_self(y_B1D, self_attend, deterministic=True)
-    y_B1D = self.residual_cross(y_B1D, cross_attend, deterministic=True)
-    y_B1D = self.residual_ff(y_B1D, self.feed_forward, deterministic=True)
-    return y_B1D, updated[0]
+    y_R1D = self.residual_self(y_R1D, self_attend, deterministic=True)
+    y_R1D = self.residual_cross(y_R1D, cross_attend, deterministic=True)
+    y_R1D = self.residual_ff(y_R1D, self.feed_forward, deterministic=True)
+    return y_R1D, updated[0]
 
 
 class Transformer(nnx.Module):
@@ -155,7 +164,7 @@ class Transformer(nnx.Module):
     # Pre-LN leaves the residual stream unnormalized, so each stack ends with a LayerNorm.
     self.encoder_norm = final_norm() if cfg.norm == 'pre' else None
     self.decoder_norm = final_norm() if cfg.norm == 'pre' else None
-    self.dropout = nnx.Dropout(cfg.dropout_rate, rngs=rngs)
+    self.dropout = layers.Dropout(cfg.dropout_rate, rngs=rngs)
 
   def _embed(self, table, tokens_BT, positions_BT, *, deterministic):
     x = table(tokens_BT) * math.sqrt(self.cfg.d_model)
@@ -187,33 +196,56 @@ class Transformer(nnx.Module):
       y = block(y, memory_BSD, self_mask, cross_mask, positions, deterministic=deterministic)
     return self.logits(y)
 
-  def start_decoding(self, src_BS, max_length: int) -> DecodeCache:
-    """Encodes the source once; empty self-attention caches for max_length target steps."""
+  def start_decoding(self, src_BS, max_length: int, beams: int = 1) -> DecodeCache:
+    """Encodes the source once; empty self-attention caches for max_length target steps
+    of B * beams rows (row b * beams + k is beam k of source b)."""
     if self.learned_positions is not None and max_length > self.cfg.max_length:
       raise ValueError(f'decoding length {max_length} exceeds model.max_length '
                        f'({self.cfg.max_length}), the size of the learned position table')
     memory = self.encode(src_BS)
-    batch = src_BS.shape[0]
+    rows = src_BS.shape[0] * beams
     cross, self_kv = [], []
     for block in self.decoder:
       att = block.self_attention
       cross.append(block.cross_attention.project_kv(memory))
-      self_kv.append((jnp.zeros((batch, max_length, att.num_kv_heads, att.d_k), att.dtype),
-                      jnp.zeros((batch, max_length, att.num_kv_heads, att.d_v), att.dtype)))
+      self_kv.append((jnp.zeros((rows, max_length, att.num_kv_heads, att.d_k), att.dtype),
+                      jnp.zeros((rows, max_length, att.num_kv_heads, att.d_v), att.dtype)))
     src_lengths, _ = _visibility(src_BS, None)
-    return DecodeCache(static={'src_lengths': src_lengths, 'cross': cross},
-                       dynamic={'self': self_kv})
+    dynamic = {'self': self_kv}
+    if beams > 1:
+      # Every beam starts as its own ancestor (kernels.beam_cache).
+      dynamic['ancestry'] = jnp.broadcast_to(
+          jnp.arange(beams, dtype=jnp.int32)[None, :, None],
+          (src_BS.shape[0], beams, max_length))
+    return DecodeCache(static={'src_lengths': src_lengths, 'cross': cross}, dynamic=dynamic)
 
-  def decode_step(self, cache: DecodeCache, tokens_B, t):
-    """Logits [B, vocab] (float32) for position t + 1 given the token at position t."""
+  def decode_step(self, cache: DecodeCache, tokens_R, t):
+    """Logits [R, vocab] (float32) for position t + 1 given the token at position t."""
     table = self.target_embedding or self.source_embedding
-    positions = jnp.full((tokens_B.shape[0], 1), t)
-    y = self._embed(table, tokens_B[:, None], positions, deterministic=True)
+    positions = jnp.full((tokens_R.shape[0], 1), t)
+    y = self._embed(table, tokens_R[:, None], positions, deterministic=True)
+    ancestry = cache.dynamic.get('ancestry')
+    if ancestry is not None:
+      # At step t every beam's own slot holds its token at time t.
+      own = jnp.broadcast_to(jnp.arange(ancestry.shape[1], dtype=jnp.int32)[None, :, None],
+                             (ancestry.shape[0], ancestry.shape[1], 1))
+      ancestry = jax.lax.dynamic_update_slice_in_dim(ancestry, own, t, 2)
     self_kv = []
     for block, kv, cross in zip(self.decoder, cache.dynamic['self'], cache.static['cross']):
-      y, kv = block.step(y, kv, cross, cache.static['src_lengths'], t)
+      y, kv = block.step(y, kv, cross, cache.static['src_lengths'], t, ancestry)
       self_kv.append(kv)
-    return self.logits(y)[:, 0], DecodeCache(cache.static, {'self': self_kv})
+    dynamic = {'self': self_kv}
+    if ancestry is not None:
+      dynamic['ancestry'] = ancestry
+    return self.logits(y)[:, 0], DecodeCache(cache.static, dynamic)
+
+  def reorder_cache(self, cache: DecodeCache, parent_BK) -> DecodeCache:
+    """Beam k continues beam parent[b, k]: it inherits that beam's history (ancestry
+    only; the key/value cache stays where it is). One beam is always its own parent."""
+    if 'ancestry' not in cache.dynamic:
+      return cache
+    ancestry = jnp.take_along_axis(cache.dynamic['ancestry'], parent_BK[:, :, None], axis=1)
+    return DecodeCache(cache.static, dict(cache.dynamic, ancestry=ancestry))
 
   def logits(self, y_BTD):
     if self.decoder_norm is not None:

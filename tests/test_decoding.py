@@ -86,6 +86,15 @@ def test_lstm_masks_hold(attention):
   np.testing.assert_allclose(model(src, changed)[:, :t + 1], logits[:, :t + 1], atol=1e-6)
 
 
+DECODING_MODELS = {
+    'transformer': {},
+    'transformer-alibi-local': dict(positional='alibi', kernel='local',
+                                    kernel_options={'window_size': 2}),
+    'transformer-rope-linear': dict(positional='rope', kernel='linear', num_kv_heads=2),
+    'lstm': dict(name='lstm', rnn_attention='luong'),
+}
+
+
 @functools.lru_cache(maxsize=None)
 def decoding_model(name):
   """A random model and an EOS id it emits often enough for rows to end.
@@ -93,7 +102,7 @@ def decoding_model(name):
   A random model rarely predicts the real EOS id, and decoders that never stop test
   little, so EOS is taken to be the token greedy decoding emits most after step 0.
   """
-  model = build(name) if name == 'transformer' else build(name, rnn_attention='luong')
+  model = build(**DECODING_MODELS[name])
   src = sources(np.random.default_rng(0), batch=16)
   free_running = decoding.jit_decoder(decoding.greedy_decode, max_length=8, eos_id=-1)(model, src)
   eos = int(np.bincount(np.asarray(free_running[:, 1:]).ravel(), minlength=VOCAB).argmax())
@@ -112,7 +121,7 @@ def test_beam_of_one_is_greedy(name):
   assert ended.any() and not ended.all(), 'rows should both end and run to max_length'
 
 
-@pytest.mark.parametrize('name', ['transformer', 'lstm'])
+@pytest.mark.parametrize('name', list(DECODING_MODELS))
 def test_beam_scores_are_the_model_log_probabilities(name):
   model, eos = decoding_model(name)
   src = sources(np.random.default_rng(), batch=3)

@@ -1,4 +1,6 @@
-"""Attention-weight dropout whose mask is a pure function of (seed, batch, head, i, j).
+"""Dropout masks hashed from a seed and element coordinates.
+
+Attention-weight dropout: the mask is a pure function of (seed, batch, head, i, j).
 
 A counter-based hash instead of `jax.random.bernoulli` over the whole [B, N, Tq, Tk]
 array: a blockwise kernel can regenerate exactly the mask of any block, in the forward
@@ -6,6 +8,9 @@ and in the backward pass, without storing it, and every kernel (whatever its blo
 sizes) drops the same weights for the same seed.
 """
 
+import math
+
+import jax
 import jax.numpy as jnp
 
 
@@ -33,3 +38,15 @@ def keep_mask(seed, rate: float, num_heads: int, q_pos, kv_pos, batch: int, num_
   h = _mix32(h ^ cols[None, :])
   threshold = jnp.uint32(min(int(rate * 2.0**32), 2**32 - 1))
   return h >= threshold
+
+
+def keep_elements(seed, shape, rate: float):
+  """Boolean array of `shape`, True with probability 1 - rate, hashed from (seed, flat index).
+
+  The activation dropout of the layers: about 20x cheaper on CPU than
+  `jax.random.bernoulli` (threefry), which took a fifth of a training step. Element
+  indices wrap past 2^32, far beyond any activation here.
+  """
+  index = jax.lax.iota(jnp.uint32, math.prod(shape)).reshape(shape)
+  h = _mix32(_mix32(index * jnp.uint32(0x9E3779B9) ^ seed[0]) + seed[1])
+  return h >= jnp.uint32(min(int(rate * 2.0**32), 2**32 - 1))

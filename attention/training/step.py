@@ -12,6 +12,7 @@ nothing but the step number and a checkpoint needs no RNG counters.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import flax
@@ -34,6 +35,15 @@ class TrainState:
 def split_model(model):
   """(graphdef, params, rest): rest = everything that is not a parameter (RNG streams)."""
   return nnx.split(model, nnx.Param, ...)
+
+
+_MERGE_COPIES = 'copy' in inspect.signature(nnx.merge).parameters
+
+
+def merge_model(graphdef, *states):
+  """A model from its parts, owning fresh Variables (so a jitted step may reseed and count
+  its RNG streams: flax >= 0.11 otherwise reuses the caller's Variable objects)."""
+  return nnx.merge(graphdef, *states, copy=True) if _MERGE_COPIES else nnx.merge(graphdef, *states)
 
 
 def create_train_state(params, tx: optax.GradientTransformation, seed: int) -> TrainState:
@@ -72,7 +82,7 @@ def make_train_step(graphdef, rest, tx: optax.GradientTransformation, *,
 
   def step_fn(state: TrainState, batch):
     def loss_fn(params):
-      model = nnx.merge(graphdef, params, rest)
+      model = merge_model(graphdef, params, rest)
       nnx.reseed(model, dropout=jax.random.fold_in(jax.random.wrap_key_data(state.rng),
                                                    state.step))
       logits = model(batch['src'], batch['tgt_in'], deterministic=False, **model_kwargs(batch))
@@ -101,7 +111,7 @@ def make_eval_step(graphdef, rest, *, jit: bool = True):
   """eval_step(params, batch) -> token_metrics sums (deterministic, no smoothing)."""
 
   def eval_fn(params, batch):
-    model = nnx.merge(graphdef, params, rest)
+    model = merge_model(graphdef, params, rest)
     logits = model(batch['src'], batch['tgt_in'], deterministic=True, **model_kwargs(batch))
     return token_metrics(logits, batch['tgt_out'])
 

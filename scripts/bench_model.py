@@ -1,0 +1,130 @@
+"""Model throughput: one training step, cached and uncached greedy decoding, beam search.
+
+  python scripts/bench_model.py --config=configs/default.py:model=small --batch=64 \
+      --length=32 --beam=4 --decode_batch=32 --decode_length=64 --json
+
+Training tokens/s counts source plus target tokens of full-length random pairs through
+the train step that training uses (forward, backward, AdamW update). Decoders run
+`decode_length` steps on random sources of `length` tokens: the EOS id is set to one the
+model cannot emit, so every run does the same work whatever the (random) weights.
+Times are medians over --repeats calls after a warm-up call (compilation excluded).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+from flax import nnx  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from attention import decoding, models  # noqa: E402
+from attention.tokens import BOS_ID, NUM_SPECIAL  # noqa: E402
+from attention.training import optimizer, step as step_lib  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file('config', 'configs/default.py:model=small',
+                                          'Experiment config (only model and train are used).')
+_BATCH = flags.DEFINE_integer('batch', 64, 'Training batch (rows).')
+_LENGTH = flags.DEFINE_integer('length', 32, 'Source and target length, training and decoding.')
+_BEAM = flags.DEFINE_integer('beam', 4, 'Beam size.')
+_DECODE_BATCH = flags.DEFINE_integer('decode_batch', 32, 'Sentences per decoding call.')
+_DECODE_LENGTH = flags.DEFINE_integer('decode_length', 64, 'Tokens generated per sentence.')
+_VOCAB = flags.DEFINE_integer('vocab', 64, 'Vocabulary size when config.model.vocab_size is 0.')
+_REPEATS = flags.DEFINE_integer('repeats', 10, 'Timed calls per measurement (median).')
+_DECODE_REPEATS = flags.DEFINE_integer('decode_repeats', 3, 'Timed calls per decoder.')
+_SKIP = flags.DEFINE_list('skip', [], 'Measurements to skip: train, greedy, uncached, beam.')
+_JSON = flags.DEFINE_bool('json', False, 'Print one JSON object (else a readable summary).')
+
+
+def median_seconds(fn, repeats: int) -> float:
+  jax.block_until_ready(fn())  # warm-up: compiles
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def random_tokens(rng, shape, vocab):
+  return jnp.asarray(rng.integers(NUM_SPECIAL, vocab, shape), jnp.int32)
+
+
+def main(argv):
+  del argv
+  config = _CONFIG.value
+  cfg = config.model
+  if not cfg.vocab_size:
+    cfg.vocab_size = _VOCAB.value
+  rng = np.random.default_rng(0)
+  model = models.build(cfg, rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1))
+  graphdef, params, rest = step_lib.split_model(model)
+  result = {
+      'model': cfg.to_dict(), 'batch': _BATCH.value, 'length': _LENGTH.value,
+      'beam': _BEAM.value, 'decode_batch': _DECODE_BATCH.value,
+      'decode_length': _DECODE_LENGTH.value, 'device': jax.devices()[0].device_kind,
+      'params': int(sum(x.size for x in jax.tree_util.tree_leaves(params))),
+  }
+
+  if 'train' not in _SKIP.value:
+    tx, _ = optimizer.make_optimizer(config.train)
+    train_step = step_lib.make_train_step(graphdef, rest, tx,
+                                          label_smoothing=config.train.label_smoothing)
+    b, t = _BATCH.value, _LENGTH.value
+    tgt = random_tokens(rng, (b, t), cfg.vocab_size)
+    batch = {'src': random_tokens(rng, (b, t), cfg.vocab_size), 'tgt_out': tgt,
+             'tgt_in': jnp.concatenate([jnp.full((b, 1), BOS_ID, jnp.int32), tgt[:, :-1]], 1)}
+    holder = [step_lib.create_train_state(params, tx, config.seed)]
+
+    def one_step():
+      holder[0], metrics = train_step(holder[0], batch)
+      return metrics['loss']
+
+    seconds = median_seconds(one_step, _REPEATS.value)
+    result['train_step_s'] = seconds
+    result['train_tokens_per_s'] = 2 * b * t / seconds
+    # The step donated the arrays the model was built on: decode with the trained ones.
+    model = step_lib.merge_model(graphdef, holder[0].params, rest)
+
+  src = random_tokens(rng, (_DECODE_BATCH.value, _LENGTH.value), cfg.vocab_size)
+  # eos_id=-1: no token ends a sentence, so every decoder generates decode_length tokens.
+  decoders = {
+      'greedy': decoding.jit_decoder(decoding.greedy_decode, max_length=_DECODE_LENGTH.value,
+                                     eos_id=-1),
+      'uncached': decoding.jit_decoder(decoding.uncached_greedy_decode,
+                                       max_length=_DECODE_LENGTH.value, eos_id=-1),
+      'beam': decoding.jit_decoder(decoding.beam_search, beam_size=_BEAM.value,
+                                   max_length=_DECODE_LENGTH.value, eos_id=-1),
+  }
+  names = {'greedy': 'greedy_sentences_per_s', 'uncached': 'uncached_greedy_sentences_per_s',
+           'beam': 'beam_sentences_per_s'}
+  for name, fn in decoders.items():
+    if name in _SKIP.value:
+      continue
+    seconds = median_seconds(lambda: fn(model, src), _DECODE_REPEATS.value)
+    result[names[name]] = _DECODE_BATCH.value / seconds
+  if 'greedy_sentences_per_s' in result and 'uncached_greedy_sentences_per_s' in result:
+    result['cached_over_uncached'] = (result['greedy_sentences_per_s']
+                                      / result['uncached_greedy_sentences_per_s'])
+
+  if _JSON.value:
+    print(json.dumps(result))
+  else:
+    for key, value in result.items():
+      if key != 'model':
+        print(f'{key:>34}: {value:,.1f}' if isinstance(value, float) else f'{key:>34}: {value}')
+
+
+if __name__ == '__main__':
+  app.run(main)
