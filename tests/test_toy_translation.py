@@ -1,0 +1,120 @@
+"""The toy_translation TFDS builder: preparation without TensorFlow, determinism, splits."""
+
+import dataclasses
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from attention.data import algorithmic, grammar, toy_translation
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def small(name, **kw):
+  base = {c.name: c for c in toy_translation.BUILDER_CONFIGS}[name]
+  return dataclasses.replace(base, name=f'{name}_small', num_train=400, num_eval=40, **kw)
+
+
+def test_prepares_and_reads_back_without_tensorflow(tmp_path):
+  script = textwrap.dedent(f"""
+      import dataclasses, sys
+      from attention.data import toy_translation
+      base = toy_translation.BUILDER_CONFIGS[0]
+      cfg = dataclasses.replace(base, name='lang_small', num_train=300, num_eval=30)
+      builder = toy_translation.ToyTranslation(config=cfg, data_dir={str(tmp_path)!r},
+                                               file_format='array_record')
+      builder.download_and_prepare()
+      sizes = {{s: len(builder.as_data_source(split=s)) for s in toy_translation.SPLITS}}
+      first = builder.as_data_source(split='train')[0]
+      print(sizes['train'], sizes['validation'], sizes['test'], sizes['test_long'])
+      print(sorted(first), type(first['source']).__name__)
+      print('tensorflow' in sys.modules)
+  """)
+  out = subprocess.run([sys.executable, '-c', script], cwd=ROOT, capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=ROOT), timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  sizes, keys, tf_loaded = out.stdout.strip().splitlines()[-3:]
+  assert sizes.split() == ['300', '30', '30', '30']
+  assert keys == "['source', 'target'] bytes"
+  assert tf_loaded == 'False'
+  # Prepared once: a second builder finds the data and reuses it.
+  assert list((tmp_path / 'toy_translation' / 'lang_small').iterdir())
+
+
+@pytest.mark.parametrize('task', ['lang', 'copy', 'addition'])
+def test_generation_is_deterministic_and_splits_are_disjoint(task):
+  cfg = small(task)
+  first, second = toy_translation.generate_splits(cfg), toy_translation.generate_splits(cfg)
+  assert first == second
+  other = toy_translation.generate_splits(dataclasses.replace(cfg, seed=1))
+  assert other['train'] != first['train']
+  sources = {split: {s for s, _ in pairs} for split, pairs in first.items()}
+  for a in sources:
+    for b in sources:
+      if a < b:
+        assert not sources[a] & sources[b], f'{a} and {b} share sources'
+  assert len(first['train']) == 400 and len(first['test_long']) == 40
+
+
+def lengths(pairs, task):
+  if task == 'addition':
+    return [max(len(x.replace(' ', '')) for x in s.split(' + ')) for s, _ in pairs]
+  return [len(s.split()) - (1 if task == 'lang' else 0) for s, _ in pairs]
+
+
+@pytest.mark.parametrize('task', ['lang', 'reverse', 'addition'])
+def test_lengths_and_test_long(task):
+  cfg = small(task)
+  splits = toy_translation.generate_splits(cfg)
+  train = lengths(splits['train'], task)
+  long = lengths(splits['test_long'], task)
+  assert cfg.min_length <= min(train) and max(train) <= cfg.max_length
+  assert min(long) > max(train)
+
+
+def test_algorithmic_targets_are_right():
+  rng = np.random.default_rng()
+  for _ in range(50):
+    n = int(rng.integers(1, 20))
+    src, tgt = algorithmic.sample_pair('reverse', rng, n)
+    assert tgt.split() == src.split()[::-1]
+    src, tgt = algorithmic.sample_pair('sort', rng, n)
+    assert tgt.split() == sorted(src.split())
+    src, tgt = algorithmic.sample_pair('addition', rng, n)
+    a, b = (int(x.replace(' ', '')) for x in src.split(' + '))
+    assert int(tgt.replace(' ', '')) == a + b
+
+
+def test_lang_needs_reordering_and_context():
+  """Dictionary translation (each word by its target lemma, in source order) gets fewer
+  than half of the test sentences exactly right: the task needs order and agreement."""
+  cfg = small('lang')
+  lexicon = grammar.Lexicon.generate(cfg.seed)
+  test = toy_translation.generate_splits(cfg)['test']
+  exact = np.mean([grammar.word_by_word(s, lexicon) == t for s, t in test])
+  assert exact < 0.5
+  src_words = {w for s, _ in test for w in s.split()}
+  tgt_words = {w for _, t in test for w in t.split()}
+  assert src_words & tgt_words == {'.'}
+
+
+def test_verb_agrees_with_a_gender_the_source_does_not_show():
+  lexicon = grammar.Lexicon.generate(0)
+  by_gender = {}
+  for noun in grammar.NOUNS:
+    by_gender.setdefault(lexicon.gender[noun], noun)
+  assert len(by_gender) == 3
+  obj = grammar.NounPhrase('tree', 'plural', 'some', ['big', 'old'],
+                           ('near', grammar.NounPhrase('river', 'singular', 'the', [])))
+  verbs = set()
+  for noun in by_gender.values():
+    clause = grammar.Clause(grammar.NounPhrase(noun, 'singular', 'the', []), 'see', obj, None)
+    assert clause.source()[2] == 'sees'                 # the same source verb every time
+    target = clause.target(lexicon)
+    assert target[-1].startswith(lexicon.verb['see'])   # verb-final
+    verbs.add(target[-1])
+  assert len(verbs) == 3                                # three target forms
