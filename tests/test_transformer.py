@@ -92,3 +92,18 @@ def test_bad_model_fields_are_named():
     build(norm='middle')
   with pytest.raises(ValueError, match='unknown attention kernel'):
     build(kernel='fast')
+
+
+@pytest.mark.parametrize('rate', [0.1, 0.5])
+def test_hashed_dropout_mask_statistics(rate):
+  from attention.kernels import dropout
+  seed = jnp.asarray(np.random.default_rng().integers(0, 2**32, 2, dtype=np.uint64), jnp.uint32)
+  keep = np.asarray(dropout.keep_elements(seed, (512, 2048), rate))
+  n = keep.size
+  # Keep fraction within 5 standard deviations of 1 - rate.
+  assert abs(keep.mean() - (1 - rate)) < 5 * np.sqrt(rate * (1 - rate) / n)
+  # Neighbouring elements (along rows and columns) are uncorrelated.
+  for a, b in ((keep[:, 1:], keep[:, :-1]), (keep[1:], keep[:-1])):
+    assert abs(np.corrcoef(a.ravel(), b.ravel())[0, 1]) < 5 / np.sqrt(a.size)
+  other = np.asarray(dropout.keep_elements(seed ^ jnp.uint32(1), (512, 2048), rate))
+  assert abs(np.corrcoef(keep.ravel(), other.ravel())[0, 1]) < 5 / np.sqrt(n)
