@@ -187,7 +187,11 @@ class LSTMSeq2Seq(nnx.Module):
     if self.attention is None:
       raise ValueError('model.rnn_attention=none has no attention weights')
     static, carry = self._static(src_BS, self.encode(src_BS))
-    step = lambda c, e: (lambda c2, _, w: (c2, w))(*self._step(c, e, static))
+
+    def step(carry, emb_BD):
+      carry, _, weights_BS = self._step(carry, emb_BD, static)
+      return carry, weights_BS
+
     _, w_TBS = jax.lax.scan(step, carry, jnp.swapaxes(self._target_embed(tgt_in_BT), 0, 1))
     return jnp.swapaxes(w_TBS, 0, 1)
 

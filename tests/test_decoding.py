@@ -207,3 +207,14 @@ def test_bad_decoding_arguments():
   learned = build(positional='learned', max_length=8)
   with pytest.raises(ValueError, match='exceeds model.max_length'):
     learned.start_decoding(src, 9)
+
+
+@pytest.mark.parametrize('attention', ['luong', 'bahdanau'])
+def test_lstm_attention_weights_are_distributions_over_real_source_tokens(attention):
+  model = build('lstm', rnn_attention=attention)
+  rng = np.random.default_rng()
+  src = sources(rng)
+  weights = model.cross_attention_weights(src, jnp.asarray(rng.integers(4, VOCAB, (4, 5))))
+  assert weights.shape == (4, 5, 7)
+  np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-5)
+  assert not np.any(np.asarray(weights)[np.broadcast_to(np.asarray(src == 0)[:, None], weights.shape)])
