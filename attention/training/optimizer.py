@@ -22,17 +22,18 @@ def make_schedule(train_cfg) -> optax.Schedule:
   name = train_cfg.schedule
   if name not in SCHEDULES:
     raise ValueError(f'train.schedule must be one of {SCHEDULES}, got {name!r}')
-  if warmup <= 0:
-    warmup_fn = optax.constant_schedule(lr)
-  else:
-    warmup_fn = optax.linear_schedule(0.0, lr, warmup)
   if name == 'constant':
     after = optax.constant_schedule(lr)
   elif name == 'cosine':
     after = optax.cosine_decay_schedule(lr, max(train_cfg.num_steps - warmup, 1))
   else:
-    after = lambda count: lr * jnp.sqrt(max(warmup, 1) / (count + max(warmup, 1)))
-  return optax.join_schedules([warmup_fn, after], [warmup]) if warmup > 0 else after
+    # join_schedules also evaluates this branch (and discards it) before the boundary,
+    # where count is negative: clamp it so that the discarded value stays finite.
+    w = max(warmup, 1)
+    after = lambda count: lr * jnp.sqrt(w / (jnp.maximum(count, 0) + w))
+  if warmup <= 0:
+    return after
+  return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), after], [warmup])
 
 
 def make_optimizer(train_cfg) -> tuple[optax.GradientTransformation, optax.Schedule]:
