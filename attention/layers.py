@@ -82,22 +82,23 @@ class MultiHeadAttention(nnx.Module):
                          if positional_scheme == 'alibi' else None)
     self.rngs = rngs
 
+  def _project(self, proj, norm, x_BTD, positions_BT):
+    """[B, T, heads, H]: projected, normalized and rotated as configured."""
+    y = proj(x_BTD)
+    if norm is not None:
+      y = norm(y)
+    if self.positional_scheme == 'rope':
+      y = positional.apply_rope(y, positions_BT)
+    return y
+
   def project_kv(self, context_BSD, kv_positions_BS=None):
     """Keys [B, S, K, H] (normalized and rotated as configured) and values [B, S, K, V]."""
-    k_BSKH = self.key(context_BSD)
-    if self.k_norm is not None:
-      k_BSKH = self.k_norm(k_BSKH)
-    if self.positional_scheme == 'rope':
-      k_BSKH = positional.apply_rope(k_BSKH, kv_positions_BS)
-    return k_BSKH, self.value(context_BSD)
+    return (self._project(self.key, self.k_norm, context_BSD, kv_positions_BS),
+            self.value(context_BSD))
 
   def project_q(self, x_BTD, q_positions_BT=None):
-    q_BTNH = self.query(x_BTD)
-    if self.q_norm is not None:
-      q_BTNH = self.q_norm(q_BTNH)
-    if self.positional_scheme == 'rope':
-      q_BTNH = positional.apply_rope(q_BTNH, q_positions_BT)
-    return q_BTNH
+    """Queries [B, T, N, H] (normalized and rotated as configured)."""
+    return self._project(self.query, self.q_norm, x_BTD, q_positions_BT)
 
   def attend(self, q_BTNH, k_BSKH, v_BSKV, attn_mask: AttentionMask, *, deterministic: bool):
     """Runs the kernel over whole sequences; returns the output [B, T, D]."""

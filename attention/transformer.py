@@ -38,9 +38,9 @@ def kernel_options(cfg) -> dict:
   if cfg.get('kernel_options'):   # explicit dict (tests, benchmarks)
     return dict(cfg.kernel_options)
   if cfg.kernel == 'local':
-    return {'window_size': cfg.get('local_window', 32)}
+    return {'window_size': cfg.local_window}
   if cfg.kernel == 'linear':
-    return {'chunk_size': cfg.get('linear_chunk', 64)}
+    return {'chunk_size': cfg.linear_chunk}
   return {}
 
 
@@ -213,10 +213,7 @@ class Transformer(nnx.Module):
     src_lengths, _ = _visibility(src_BS, None)
     dynamic = {'self': self_kv}
     if beams > 1:
-      # Every beam starts as its own ancestor (kernels.beam_cache).
-      dynamic['ancestry'] = jnp.broadcast_to(
-          jnp.arange(beams, dtype=jnp.int32)[None, :, None],
-          (src_BS.shape[0], beams, max_length))
+      dynamic['ancestry'] = _own_slots(src_BS.shape[0], beams, max_length)
     return DecodeCache(static={'src_lengths': src_lengths, 'cross': cross}, dynamic=dynamic)
 
   def decode_step(self, cache: DecodeCache, tokens_R, t):
@@ -227,8 +224,7 @@ class Transformer(nnx.Module):
     ancestry = cache.dynamic.get('ancestry')
     if ancestry is not None:
       # At step t every beam's own slot holds its token at time t.
-      own = jnp.broadcast_to(jnp.arange(ancestry.shape[1], dtype=jnp.int32)[None, :, None],
-                             (ancestry.shape[0], ancestry.shape[1], 1))
+      own = _own_slots(ancestry.shape[0], ancestry.shape[1], 1)
       ancestry = jax.lax.dynamic_update_slice_in_dim(ancestry, own, t, 2)
     self_kv = []
     for block, kv, cross in zip(self.decoder, cache.dynamic['self'], cache.static['cross']):
@@ -261,6 +257,12 @@ class Transformer(nnx.Module):
     return self.decode(memory, src_BS, tgt_in_BT, src_segment_ids=src_segment_ids,
                        tgt_segment_ids=tgt_segment_ids, tgt_positions=tgt_positions,
                        deterministic=deterministic)
+
+
+def _own_slots(batch: int, beams: int, length: int):
+  """Ancestry [B, K, length] in which every beam is its own ancestor (kernels.beam_cache)."""
+  return jnp.broadcast_to(jnp.arange(beams, dtype=jnp.int32)[None, :, None],
+                          (batch, beams, length))
 
 
 def _positions(tokens_BT, positions_BT):

@@ -46,28 +46,25 @@ def stepwise_and_parallel_logits(model, src, tgt_in):
   return jnp.swapaxes(logits_TBV, 0, 1), model(src, tgt_in)
 
 
-CACHE_CASES = ([(p, k) for p in ('sinusoidal', 'learned', 'rope', 'alibi', 'none')
+def random_batch():
+  """Fresh sources [4, 7] (two rows padded) and decoder inputs [4, 9]."""
+  rng = np.random.default_rng()
+  return sources(rng), jnp.asarray(rng.integers(4, VOCAB, (4, 9)))
+
+
+CACHE_CASES = ([dict(positional=p, kernel=k)
+                for p in ('sinusoidal', 'learned', 'rope', 'alibi', 'none')
                 for k in kernels.EXACT]
-               + [('sinusoidal', 'local'), ('rope', 'linear')])
+               + [dict(positional='sinusoidal', kernel='local', kernel_options={'window_size': 3}),
+                  dict(positional='rope', kernel='linear')]
+               + [dict(name='lstm', rnn_attention=a) for a in ('none', 'luong', 'bahdanau')])
 
 
-@pytest.mark.parametrize('positional,kernel', CACHE_CASES)
-def test_cached_steps_equal_the_parallel_forward_pass(positional, kernel):
-  options = {'window_size': 3} if kernel == 'local' else {}
-  model = build(positional=positional, kernel=kernel, kernel_options=options)
-  rng = np.random.default_rng()
-  src = sources(rng)
-  tgt_in = jnp.asarray(rng.integers(4, VOCAB, (4, 9)))
-  stepwise, parallel = stepwise_and_parallel_logits(model, src, tgt_in)
-  np.testing.assert_allclose(stepwise, parallel, atol=1e-5, rtol=1e-5)
-
-
-@pytest.mark.parametrize('attention', ['none', 'luong', 'bahdanau'])
-def test_lstm_cached_steps_equal_the_parallel_forward_pass(attention):
-  model = build('lstm', rnn_attention=attention)
-  rng = np.random.default_rng()
-  src = sources(rng)
-  tgt_in = jnp.asarray(rng.integers(4, VOCAB, (4, 9)))
+@pytest.mark.parametrize('overrides', CACHE_CASES,
+                         ids=lambda o: '-'.join(str(v) for k, v in o.items() if k != 'kernel_options'))
+def test_cached_steps_equal_the_parallel_forward_pass(overrides):
+  model = build(**overrides)
+  src, tgt_in = random_batch()
   stepwise, parallel = stepwise_and_parallel_logits(model, src, tgt_in)
   np.testing.assert_allclose(stepwise, parallel, atol=1e-5, rtol=1e-5)
 
@@ -75,9 +72,7 @@ def test_lstm_cached_steps_equal_the_parallel_forward_pass(attention):
 @pytest.mark.parametrize('attention', ['none', 'luong', 'bahdanau'])
 def test_lstm_masks_hold(attention):
   model = build('lstm', rnn_attention=attention)
-  rng = np.random.default_rng()
-  src = sources(rng)
-  tgt_in = jnp.asarray(rng.integers(4, VOCAB, (4, 9)))
+  src, tgt_in = random_batch()
   logits = model(src, tgt_in)
   longer = jnp.pad(src, ((0, 0), (0, 3)))
   np.testing.assert_allclose(model(longer, tgt_in), logits, atol=1e-6)

@@ -23,6 +23,11 @@ def _mix32(x):
   return x ^ (x >> 16)
 
 
+def _threshold(rate: float):
+  """A uniform uint32 hash is kept when >= this: probability 1 - rate."""
+  return jnp.uint32(min(int(rate * 2.0**32), 2**32 - 1))
+
+
 def keep_mask(seed, rate: float, num_heads: int, q_pos, kv_pos, batch: int, num_kv_heads: int):
   """Boolean [B, K, G, len(q_pos), len(kv_pos)], True with probability 1 - rate.
 
@@ -36,8 +41,7 @@ def keep_mask(seed, rate: float, num_heads: int, q_pos, kv_pos, batch: int, num_
   cols = _mix32(kv_pos.astype(jnp.uint32) + jnp.uint32(0x632BE5AB))
   h = _mix32(h ^ rows[:, None])
   h = _mix32(h ^ cols[None, :])
-  threshold = jnp.uint32(min(int(rate * 2.0**32), 2**32 - 1))
-  return h >= threshold
+  return h >= _threshold(rate)
 
 
 def keep_elements(seed, shape, rate: float):
@@ -49,4 +53,4 @@ def keep_elements(seed, shape, rate: float):
   """
   index = jax.lax.iota(jnp.uint32, math.prod(shape)).reshape(shape)
   h = _mix32(_mix32(index * jnp.uint32(0x9E3779B9) ^ seed[0]) + seed[1])
-  return h >= jnp.uint32(min(int(rate * 2.0**32), 2**32 - 1))
+  return h >= _threshold(rate)
