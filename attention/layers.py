@@ -18,6 +18,9 @@ from attention.kernels import beam_cache, common, linear, local
 from attention.kernels import dropout as dropout_lib
 
 
+ACTIVATIONS = {'relu': jax.nn.relu, 'gelu': jax.nn.gelu}
+
+
 def module_list(modules):
   """A list of submodules: flax >= 0.12 wants nnx.List, older versions a plain list."""
   return nnx.List(modules) if hasattr(nnx, 'List') else list(modules)
@@ -81,6 +84,8 @@ class MultiHeadAttention(nnx.Module):
     self.alibi_slopes = (nnx.Variable(positional.alibi_slopes(num_heads))
                          if positional_scheme == 'alibi' else None)
     self.rngs = rngs
+    # Set by attention.interpret.attention_maps: __call__ then sows its weights.
+    self.record_weights = False
 
   def _project(self, proj, norm, x_BTD, positions_BT):
     """[B, T, heads, H]: projected, normalized and rotated as configured."""
@@ -158,15 +163,14 @@ class MultiHeadAttention(nnx.Module):
         feature_map=linear.feature_map if self.kernel_name == 'linear' else None)
     return self.out(out.reshape(batch * beams, 1, *out.shape[2:]).astype(self.dtype))
 
-  def weights(self, x_BTD, context_BSD, attn_mask: AttentionMask, q_positions_BT=None,
-              kv_positions_BS=None):
-    """Attention weights [B, N, T, S] (float32) for visualization; any kernel's model."""
-    q = self.project_q(x_BTD, q_positions_BT)
-    k, _ = self.project_kv(context_BSD, kv_positions_BS)
+  def weights(self, q_BTNH, k_BSKH, attn_mask: AttentionMask):
+    """Softmax attention weights [B, N, T, S] (float32) of projected queries and keys,
+    for inspection. They are the exact kernels' weights; `local` and `linear` compute
+    something else (a window of them, or no softmax at all)."""
     kw = attn_mask.kernel_kwargs()
     if self.alibi_slopes is not None:
       kw['alibi_slopes'] = self.alibi_slopes[...]
-    return kernels.attention_weights(q, k, **kw)
+    return kernels.attention_weights(q_BTNH, k_BSKH, **kw)
 
   def __call__(self, x_BTD, context_BSD=None, *, attn_mask: AttentionMask | None = None,
                q_positions_BT=None, kv_positions_BS=None, deterministic: bool = True):
@@ -176,7 +180,10 @@ class MultiHeadAttention(nnx.Module):
       kv_positions_BS = q_positions_BT
     q = self.project_q(x_BTD, q_positions_BT)
     k, v = self.project_kv(context_BSD, kv_positions_BS)
-    return self.attend(q, k, v, attn_mask or AttentionMask(), deterministic=deterministic)
+    attn_mask = attn_mask or AttentionMask()
+    if self.record_weights:
+      self.sow(nnx.Intermediate, 'attention_weights', self.weights(q, k, attn_mask))
+    return self.attend(q, k, v, attn_mask, deterministic=deterministic)
 
 
 class Dropout(nnx.Module):
@@ -203,7 +210,7 @@ class FeedForward(nnx.Module):
   def __init__(self, d_model: int, d_ff: int, *, activation: str = 'relu',
                dropout_rate: float = 0.0, dtype=jnp.float32, param_dtype=jnp.float32,
                rngs: nnx.Rngs):
-    acts = {'relu': jax.nn.relu, 'gelu': jax.nn.gelu}
+    acts = ACTIVATIONS
     if activation not in acts:
       raise ValueError(f'activation must be one of {sorted(acts)}, got {activation!r}')
     self.activation = acts[activation]

@@ -41,13 +41,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data = ml_collections.ConfigDict(dict(
       data_dir='data',             # where the TFDS builder prepares the dataset
       max_length=64,               # tokens per side (EOS included); longer pairs are dropped
-      pack=True,                   # pack several examples per row (segment ids)
+      pack=True,                   # pack several examples per row (segment ids); not the LSTM
       bucket_boundaries=(16, 32, 64),  # padded lengths of unpacked batches
       shuffle_seed=0,
-      num_workers=0,               # grain worker processes (0 = in the main process)
+      num_workers=0,               # grain worker processes (0 = one background thread)
+      tokenizer='auto',            # auto (word for toy tasks, sentencepiece otherwise) | word | sentencepiece
+      vocab_size=8000,             # sentencepiece only
   ))
 
   config.model = models.get_model_config(args.get('model', 'small'))
+  config.data.pack = config.model.name != 'lstm'
 
   config.train = ml_collections.ConfigDict(dict(
       num_steps=3000,

@@ -1,0 +1,149 @@
+"""Input pipelines on grain: tokenized, length-filtered, shuffled, packed or bucketed.
+
+Examples become three int32 sequences, each ending where the pair ends:
+  src = source + EOS,  tgt_in = BOS + target,  tgt_out = target + EOS.
+Training batches (`train_dataset`) add, when packed, `src_segment_ids`, `tgt_segment_ids`,
+`src_positions`, `tgt_positions` (segment 0 is padding), the layout
+`attention.training.step` expects. Evaluation batches (`eval_batches`) are unpacked, in
+source-length order, padded to a few bucket lengths so that jit compiles few shapes.
+
+Training data order is a function of (seed, shard) only: grain shuffles every epoch with
+a new permutation, and the iterator's `get_state()` / `set_state()` resume it at any step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterator, Sequence
+
+import grain
+import numpy as np
+
+from attention.tokens import BOS_ID, EOS_ID, PAD_ID
+
+FEATURES = ('src', 'tgt_in', 'tgt_out')
+
+
+@dataclasses.dataclass(frozen=True)
+class Encode:
+  """record -> {'src', 'tgt_in', 'tgt_out'} int32 arrays (picklable for grain workers)."""
+  tokenizer: Any
+  source_key: str
+  target_key: str
+
+  def __call__(self, record) -> dict:
+    return encode_pair(self.tokenizer, _text(record[self.source_key]),
+                       _text(record[self.target_key]))
+
+
+def _text(value) -> str:
+  return value.decode('utf-8', errors='replace') if isinstance(value, bytes) else str(value)
+
+
+def encode_pair(tokenizer, source: str, target: str) -> dict:
+  src, tgt = tokenizer.encode(source), tokenizer.encode(target)
+  return {'src': np.asarray(src + [EOS_ID], np.int32),
+          'tgt_in': np.asarray([BOS_ID] + tgt, np.int32),
+          'tgt_out': np.asarray(tgt + [EOS_ID], np.int32)}
+
+
+@dataclasses.dataclass(frozen=True)
+class FitsIn:
+  max_length: int
+
+  def __call__(self, example) -> bool:
+    return len(example['src']) <= self.max_length and len(example['tgt_out']) <= self.max_length
+
+
+def bucket_length(length: int, boundaries: Sequence[int]) -> int:
+  """The smallest boundary >= length; past the last, the next multiple of the last."""
+  for b in sorted(boundaries):
+    if length <= b:
+      return b
+  last = max(boundaries)
+  return -(-length // last) * last
+
+
+def pad_batch(examples: Sequence[dict], boundaries: Sequence[int], batch_size: int | None = None) -> dict:
+  """Stacks examples right-padded with PAD to one bucket length per feature group
+  (source, target); `batch_size` adds all-PAD rows (no loss, nothing attended)."""
+  rows = batch_size or len(examples)
+  src_len = bucket_length(max(len(e['src']) for e in examples), boundaries)
+  tgt_len = bucket_length(max(len(e['tgt_out']) for e in examples), boundaries)
+  out = {'src': np.full((rows, src_len), PAD_ID, np.int32)}
+  for key in ('tgt_in', 'tgt_out'):
+    out[key] = np.full((rows, tgt_len), PAD_ID, np.int32)
+  for i, e in enumerate(examples):
+    for key in FEATURES:
+      out[key][i, :len(e[key])] = e[key]
+  return out
+
+
+@dataclasses.dataclass(frozen=True)
+class PadToBucket:
+  boundaries: tuple[int, ...]
+
+  def __call__(self, examples):
+    return pad_batch(examples, self.boundaries)
+
+
+def _rename_packed(batch: dict) -> dict:
+  """grain names packing outputs per feature; both target features share one layout."""
+  return {'src': batch['src'], 'tgt_in': batch['tgt_in'], 'tgt_out': batch['tgt_out'],
+          'src_segment_ids': batch['src_segment_ids'], 'src_positions': batch['src_positions'],
+          'tgt_segment_ids': batch['tgt_in_segment_ids'], 'tgt_positions': batch['tgt_in_positions']}
+
+
+def train_dataset(source, tokenizer, *, source_key: str, target_key: str, max_length: int,
+                  batch_size: int, pack: bool, bucket_boundaries: Sequence[int], seed: int,
+                  shard_index: int = 0, shard_count: int = 1, num_workers: int = 0) -> grain.IterDataset:
+  """An endless IterDataset of training batches of `batch_size` rows for this shard.
+
+  Pairs longer than max_length tokens on either side (EOS included) are dropped.
+  Packed: rows of exactly max_length tokens, filled first-fit by up to batch_size
+  examples' worth of bins per batch. Unpacked: one example per row, padded to the
+  smallest bucket boundary that fits the batch.
+  """
+  ds = grain.MapDataset.source(source)[shard_index::shard_count]
+  ds = ds.shuffle(seed=seed).repeat()
+  ds = ds.map(Encode(tokenizer, source_key, target_key)).filter(FitsIn(max_length))
+  # Reading is a dict lookup: a thread pool costs more than it saves.
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
+  if pack:
+    it = grain.experimental.FirstFitPackIterDataset(
+        it, length_struct={k: max_length for k in FEATURES}, num_packing_bins=batch_size,
+        seed=seed, shuffle_bins=True)
+    it = it.batch(batch_size, drop_remainder=True).map(_rename_packed)
+  else:
+    it = it.batch(batch_size, drop_remainder=True, batch_fn=PadToBucket(tuple(bucket_boundaries)))
+  if num_workers > 0:
+    return it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+  # One background thread prepares the next batches while the device computes (packing
+  # is Python; the step releases the GIL). Its state still counts only consumed batches.
+  return grain.experimental.ThreadPrefetchIterDataset(it, prefetch_buffer_size=2)
+
+
+def padding_fraction(batch: dict) -> float:
+  """Share of the batch's source and target slots that are padding."""
+  real = np.count_nonzero(batch['src']) + np.count_nonzero(batch['tgt_out'])
+  return 1.0 - real / (batch['src'].size + batch['tgt_out'].size)
+
+
+@dataclasses.dataclass
+class EvalBatch:
+  batch: dict                # src, tgt_in, tgt_out; padded rows at the end
+  indices: np.ndarray        # positions in the split of the real rows, in row order
+  sources: list[str]
+  references: list[str]
+
+
+def eval_batches(pairs: Sequence[tuple[str, str]], tokenizer, *, batch_size: int,
+                 bucket_boundaries: Sequence[int]) -> Iterator[EvalBatch]:
+  """Every pair once, grouped by source length (so a batch decodes about equally long
+  rows) into batches of exactly batch_size rows (all-PAD rows fill the last one)."""
+  encoded = [encode_pair(tokenizer, s, t) for s, t in pairs]
+  order = np.argsort([len(e['src']) for e in encoded], kind='stable')
+  for start in range(0, len(order), batch_size):
+    idx = order[start:start + batch_size]
+    yield EvalBatch(pad_batch([encoded[i] for i in idx], bucket_boundaries, batch_size),
+                    idx, [pairs[i][0] for i in idx], [pairs[i][1] for i in idx])

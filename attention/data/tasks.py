@@ -1,0 +1,94 @@
+"""What `config.task` names, prepared as a TFDS dataset and tokenized.
+
+  lang | copy | reverse | sort | addition   the `toy_translation` builder (generated here)
+  tsv:DIR                                   the `parallel_text` builder over local TSV files
+  any other name, e.g. wmt14_translate/de-en a TFDS translation dataset (downloads once)
+
+Every task is prepared in the array_record format into `data_dir` and read back with
+`as_data_source`, without TensorFlow. Toy tasks use a word vocabulary; real text uses a
+SentencePiece model trained on the training split. The tokenizer is saved into the run
+directory (`vocab.json`, plus `spm.model`) and reused from there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import tensorflow_datasets as tfds
+
+from attention.data import parallel_text, tokenizers, toy_translation
+
+TOY_TASKS = tuple(c.name for c in toy_translation.BUILDER_CONFIGS)
+TOKENIZER_FILE = 'vocab.json'
+TOKENIZERS = ('auto', 'word', 'sentencepiece')
+
+
+@dataclasses.dataclass
+class TaskData:
+  """The prepared splits of one task: split name -> random-access source of dicts."""
+  name: str
+  sources: dict[str, Any]
+  source_key: str
+  target_key: str
+
+  def pair(self, split: str, index: int) -> tuple[str, str]:
+    record = self.sources[split][index]
+    return _text(record[self.source_key]), _text(record[self.target_key])
+
+  def texts(self, split: str, limit: int = 0):
+    """(source, target) strings of the first `limit` (0 = all) examples."""
+    n = len(self.sources[split])
+    return [self.pair(split, i) for i in range(min(n, limit) if limit else n)]
+
+
+def _text(value) -> str:
+  return value.decode('utf-8', errors='replace') if isinstance(value, bytes) else str(value)
+
+
+def builder(task: str, data_dir: str):
+  if task in TOY_TASKS:
+    return toy_translation.ToyTranslation(config=task, data_dir=data_dir,
+                                          file_format='array_record')
+  if task.startswith('tsv:'):
+    return parallel_text.ParallelText(config=parallel_text.config_for(task[4:]),
+                                      data_dir=data_dir, file_format='array_record')
+  return tfds.builder(task, data_dir=data_dir, file_format='array_record')
+
+
+def load(task: str, data_dir: str) -> TaskData:
+  """Prepares the task's dataset once (a no-op when it exists) and opens every split."""
+  b = builder(task, data_dir)
+  b.download_and_prepare()
+  keys = b.info.supervised_keys
+  if not keys or len(keys) != 2:
+    raise ValueError(f'task={task!r}: the dataset has no (source, target) supervised keys')
+  return TaskData(task, {split: b.as_data_source(split=split) for split in b.info.splits},
+                  source_key=keys[0], target_key=keys[1])
+
+
+def tokenizer_kind(task: str, kind: str) -> str:
+  if kind == 'auto':
+    return 'word' if task in TOY_TASKS else 'sentencepiece'
+  return kind
+
+
+def load_tokenizer(run_dir: str):
+  """The tokenizer a run saved, or None when it has none yet."""
+  path = os.path.join(run_dir, TOKENIZER_FILE)
+  return tokenizers.load(path) if os.path.exists(path) else None
+
+
+def build_tokenizer(data: TaskData, model_dir: str, *, kind: str = 'auto',
+                    vocab_size: int = 8000, max_sentences: int = 200_000):
+  """A tokenizer built from the training split (both sides: the model shares one
+  vocabulary). A SentencePiece model is written to `model_dir/spm.model`."""
+  texts = [t for pair in data.texts('train', max_sentences) for t in pair]
+  if tokenizer_kind(data.name, kind) == 'word':
+    return tokenizers.WordVocab.build(texts)
+  return tokenizers.SentencePieceTokenizer.train(texts, os.path.join(model_dir, 'spm'), vocab_size)
+
+
+def save_tokenizer(tokenizer, run_dir: str) -> None:
+  tokenizer.save(os.path.join(run_dir, TOKENIZER_FILE))

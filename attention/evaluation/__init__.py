@@ -1,0 +1,1 @@
+"""Evaluation: decoding a split, scoring it with sacrebleu, plotting attention."""

@@ -1,0 +1,206 @@
+"""The training loop behind train.py: data, model, steps, evaluation, checkpoints, logs.
+
+Resuming is exact: a checkpoint holds the TrainState (parameters, optimizer state, step,
+and the RNG seed that dropout keys derive from by step) and the grain iterator position,
+so a run that restarts from one replays the same batches through the same compiled step
+and logs the same numbers as a run that never stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import os
+import tempfile
+import time
+
+import jax
+import numpy as np
+import tensorflow_datasets as tfds
+import tqdm
+
+from attention.data import pipeline, tasks
+from attention.errors import UserError
+from attention.evaluation import evaluator as evaluator_lib
+from attention.training import checkpointing, config_check, metric_writer, run_dir
+from attention.training import step as step_lib
+
+
+class TrainingDiverged(UserError):
+  """A non-finite loss or gradient (and train.skip_nonfinite is False)."""
+
+
+def load_data(config) -> tasks.TaskData:
+  try:
+    return tasks.load(config.task, config.data.data_dir)
+  except FileNotFoundError as e:
+    raise UserError(str(e)) from None
+  except tfds.core.registered.DatasetNotFoundError:
+    raise UserError(f'config.task={config.task!r}: no such TFDS dataset; allowed: '
+                    f'{", ".join(tasks.TOY_TASKS)}, tsv:DIR, or a TFDS dataset name') from None
+
+
+@dataclasses.dataclass
+class Setup:
+  config: object          # resolved (model.vocab_size set)
+  data: tasks.TaskData
+  tokenizer: object
+  new_tokenizer: bool
+
+
+def prepare(config, workdir: str | None) -> Setup:
+  """Validates the config, prepares the data and finds the tokenizer (the run's own when
+  the workdir has one). Writes nothing into the workdir."""
+  config_check.validate(config)
+  config_check.mesh_shape(config.mesh, jax.device_count())
+  data = load_data(config)
+  if 'train' not in data.sources:
+    raise UserError(f'config.task={config.task!r}: the dataset has no train split')
+  tokenizer = tasks.load_tokenizer(workdir) if workdir else None
+  new = tokenizer is None
+  if new:
+    model_dir = tempfile.mkdtemp(prefix='attention-tok-')
+    tokenizer = tasks.build_tokenizer(data, model_dir, kind=config.data.tokenizer,
+                                      vocab_size=config.data.vocab_size)
+  return Setup(run_dir.resolve(config, tokenizer.vocab_size), data, tokenizer, new)
+
+
+def _save_tokenizer(tokenizer, workdir):
+  if getattr(tokenizer, 'model_path', None):   # SentencePiece: keep its model in the run
+    import shutil
+    target = os.path.join(workdir, os.path.basename(tokenizer.model_path))
+    shutil.copyfile(tokenizer.model_path, target)
+    tokenizer.model_path = target
+  tasks.save_tokenizer(tokenizer, workdir)
+
+
+def make_evaluator(config, graphdef, rest, tokenizer, *, beam_size=None) -> evaluator_lib.Evaluator:
+  return evaluator_lib.Evaluator(
+      graphdef, rest, tokenizer, batch_size=config.eval.batch_size,
+      bucket_boundaries=config.data.bucket_boundaries,
+      beam_size=beam_size or config.eval.beam_size, alpha=config.eval.alpha,
+      max_decode_length=config.eval.max_decode_length, model_max_length=config.model.max_length)
+
+
+def _mean(records, key):
+  return float(np.mean([r[key] for r in records]))
+
+
+def train_and_evaluate(config, workdir: str, *, log=print) -> dict:
+  """Trains (or resumes) the run in `workdir`, then scores the final model on the test
+  split. Returns the test metrics."""
+  setup = prepare(config, workdir)
+  config, data, tokenizer = setup.config, setup.data, setup.tokenizer
+  os.makedirs(workdir, exist_ok=True)
+  run_dir.check_compatible(workdir, config)
+  if setup.new_tokenizer:
+    _save_tokenizer(tokenizer, workdir)
+  run_dir.save_config(workdir, config)
+
+  graphdef, rest, tx, schedule, state = run_dir.build(config)
+  pcount, pindex = jax.process_count(), jax.process_index()
+  if config.train.batch_size % pcount:
+    raise UserError(f'config.train.batch_size={config.train.batch_size} must be a multiple of '
+                    f'the number of processes ({pcount})')
+  train_ds = pipeline.train_dataset(
+      data.sources['train'], tokenizer, source_key=data.source_key, target_key=data.target_key,
+      max_length=config.data.max_length, batch_size=config.train.batch_size // pcount,
+      pack=config.data.pack, bucket_boundaries=config.data.bucket_boundaries,
+      seed=config.data.shuffle_seed, shard_index=pindex, shard_count=pcount,
+      num_workers=config.data.num_workers)
+  train_iter = iter(train_ds)
+  ckpts = checkpointing.Checkpoints(workdir, keep=config.checkpoint.keep)
+  writer = None
+  try:
+    start = 0
+    if ckpts.latest_step() is not None:
+      state, start = ckpts.restore(checkpointing.abstract(state), data_iterator=train_iter)
+      log(f'resumed from step {start} in {workdir}')
+    writer = metric_writer.MetricWriter(workdir, resume_step=start, enabled=pindex == 0)
+    evaluator = make_evaluator(config, graphdef, rest, tokenizer)
+    state = _train_loop(config, state, train_iter, graphdef, rest, tx, schedule, ckpts, writer,
+                        evaluator, data, start=start, log=log)
+    test_split = 'test' if 'test' in data.sources else 'validation'
+    metrics, rows, signatures = evaluator.evaluate(state.params, data.texts(test_split))
+    step = int(state.step)
+    writer.write(step, test_split, metrics)
+    if pindex == 0:
+      evaluator_lib.write_results(workdir, test_split, step, metrics, rows, signatures,
+                                  extra={'checkpoint': 'latest', 'beam_size': config.eval.beam_size})
+    log(evaluator_lib.summary_line(test_split, step, metrics))
+    log(f'BLEU signature: {signatures.get("bleu", "")}')
+    return metrics
+  finally:
+    train_iter.close()
+    del train_iter
+    gc.collect()   # stops grain's prefetch thread before the interpreter shuts down
+    ckpts.close()
+    if writer is not None:
+      writer.close()
+
+
+def _train_loop(config, state, train_iter, graphdef, rest, tx, schedule, ckpts, writer, evaluator,
+                data, *, start, log):
+  tc = config.train
+  train_step = step_lib.make_train_step(graphdef, rest, tx, label_smoothing=tc.label_smoothing,
+                                        skip_nonfinite=tc.skip_nonfinite)
+  val_split = 'validation' if 'validation' in data.sources else 'test'
+  val_pairs = data.texts(val_split, config.eval.num_examples)
+  pending, real_tokens, slots, skipped = [], 0, 0, 0
+  timer = time.perf_counter()
+
+  def flush(step):
+    """Logs the steps since the last log; stops on a non-finite step."""
+    nonlocal pending, real_tokens, slots, skipped, timer
+    if not pending:
+      return
+    host = jax.device_get([m for _, m in pending])
+    for (s, _), m in zip(pending, host):
+      if not m['finite']:
+        if not tc.skip_nonfinite:
+          what = 'loss' if not np.isfinite(m['loss']) else 'gradient norm'
+          raise TrainingDiverged(f'step {s + 1}: the {what} is not finite ({m["loss"]=}, '
+                                 f'{m["grad_norm"]=}); the last checkpoint is intact. '
+                                 'Lower train.learning_rate or set train.skip_nonfinite=True')
+        skipped += 1
+    elapsed = time.perf_counter() - timer
+    good = [m for m in host if m['finite']] or host
+    record = {'loss': _mean(good, 'loss'), 'nll': _mean(good, 'nll'),
+              'accuracy': 100.0 * _mean(good, 'accuracy'), 'grad_norm': _mean(good, 'grad_norm'),
+              'learning_rate': float(schedule(step - 1)),
+              'steps_per_s': len(host) / elapsed,
+              'tokens_per_s': real_tokens / elapsed,   # non-padding source + target tokens
+              'padding_fraction': 1.0 - real_tokens / max(slots, 1),
+              'skipped_steps': skipped}
+    writer.write(step, 'train', record)
+    pending, real_tokens, slots = [], 0, 0
+    timer = time.perf_counter()
+    return record
+
+  bar = tqdm.tqdm(total=tc.num_steps, initial=start, unit='step', dynamic_ncols=True,
+                  disable=jax.process_index() != 0, mininterval=1.0)
+  with bar:
+    for step in range(start, tc.num_steps):
+      batch = next(train_iter)
+      real_tokens += int(np.count_nonzero(batch['src']) + np.count_nonzero(batch['tgt_out']))
+      slots += batch['src'].size + batch['tgt_out'].size
+      state, metrics = train_step(state, batch)
+      pending.append((step, metrics))
+      done = step + 1
+      bar.update(1)
+      last = done == tc.num_steps
+      if done % tc.log_every_steps == 0 or last:
+        record = flush(done)
+        bar.set_postfix(loss=f'{record["loss"]:.3f}', lr=f'{record["learning_rate"]:.2e}')
+      if done % config.eval.every_steps == 0 or last:
+        flush(done)
+        metrics, _, _ = evaluator.evaluate(state.params, val_pairs)
+        writer.write(done, val_split, metrics)
+        ckpts.save_best(done, state, metrics)
+        bar.write(evaluator_lib.summary_line(val_split, done, metrics))
+        timer = time.perf_counter()
+      if done % config.checkpoint.every_steps == 0 or last:
+        flush(done)
+        ckpts.save(done, state, train_iter)
+        timer = time.perf_counter()
+  return state

@@ -1,0 +1,50 @@
+"""Trains and evaluates a model from a config; re-running the same command resumes.
+
+  python train.py --config=configs/default.py:task=lang,model=small --workdir=runs/default \
+      [--config.train.learning_rate=1e-3 ...] [--dry_run]
+
+See README.md for the config fields and what the run directory holds.
+"""
+
+import os
+
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from attention import cli  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file('config', 'configs/default.py',
+                                          'Config file, with an optional :key=value,... string.')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, logs, results.')
+_DRY_RUN = flags.DEFINE_bool('dry_run', False,
+                             'Print the resolved config and parameter counts, then exit.')
+_CACHE = flags.DEFINE_string('compilation_cache', None,
+                             f'JAX compilation cache directory (default {cli.DEFAULT_CACHE}; '
+                             "'off' disables it).")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise cli.UserError(f'unexpected arguments {argv[1:]}; flags look like --name=value')
+  # Orbax and TFDS log every file they touch at INFO; keep the console to the run itself.
+  logging.set_verbosity(logging.WARNING)
+  from attention.training import run_dir, trainer
+  if _DRY_RUN.value:
+    setup = trainer.prepare(_CONFIG.value, _WORKDIR.value)
+    print(setup.config.to_json(indent=1))
+    counts = run_dir.param_counts(setup.config)
+    total = counts.pop('total')
+    for name, n in counts.items():
+      print(f'  {name}: {n:,}')
+    print(f'params: {total}')
+    return
+  if not _WORKDIR.value:
+    raise cli.UserError('--workdir is required (the run directory, e.g. --workdir=runs/default)')
+  cli.enable_compilation_cache(_CACHE.value)
+  trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == '__main__':
+  app.run(lambda argv: cli.run(main, argv))
