@@ -19,12 +19,13 @@ install: $(VENV)/.installed
 test: install
 	$(PY) -m pytest -n $(PYTEST_WORKERS) tests
 
-# Until train.py exists (the experiments issue), `make train` runs what does exist end to
-# end: every kernel and peer at two short lengths, then the model benchmark (train step,
-# greedy, uncached greedy and beam decoding of the small model); ~3 minutes.
+# The default experiment end to end: prepares the `lang` data into data/, trains the
+# small Transformer into $(WORKDIR), scores the test split (printed, and written to
+# $(WORKDIR)/eval/test.json), then the longer-than-training test_long split.
+# Re-running resumes (or, when finished, only re-scores).
 train: install
-	$(PY) scripts/bench_attention.py --lengths=256,1024 --repeats=3 --rss_lengths= --out_dir=$(WORKDIR)
-	$(PY) scripts/bench_model.py --config=configs/default.py:model=small --repeats=3 --decode_repeats=1
+	$(PY) train.py --config=configs/default.py --workdir=$(WORKDIR)
+	$(PY) eval.py --workdir=$(WORKDIR) --split=test_long
 
 bench: install
 	$(PY) scripts/bench_attention.py --out_dir=results/bench_attention

@@ -10,13 +10,12 @@ import os
 
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
-from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 from attention import cli  # noqa: E402
+from attention.errors import UserError  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file('config', 'configs/default.py',
-                                          'Config file, with an optional :key=value,... string.')
+_CONFIG = cli.define_config_flag()
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, logs, results.')
 _DRY_RUN = flags.DEFINE_bool('dry_run', False,
                              'Print the resolved config and parameter counts, then exit.')
@@ -25,11 +24,7 @@ _CACHE = flags.DEFINE_string('compilation_cache', None,
                              "'off' disables it).")
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise cli.UserError(f'unexpected arguments {argv[1:]}; flags look like --name=value')
-  # Orbax and TFDS log every file they touch at INFO; keep the console to the run itself.
-  logging.set_verbosity(logging.WARNING)
+def main():
   from attention.training import run_dir, trainer
   if _DRY_RUN.value:
     setup = trainer.prepare(_CONFIG.value, _WORKDIR.value)
@@ -41,10 +36,10 @@ def main(argv):
     print(f'params: {total}')
     return
   if not _WORKDIR.value:
-    raise cli.UserError('--workdir is required (the run directory, e.g. --workdir=runs/default)')
+    raise UserError('--workdir is required (the run directory, e.g. --workdir=runs/default)')
   cli.enable_compilation_cache(_CACHE.value)
   trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == '__main__':
-  app.run(lambda argv: cli.run(main, argv))
+  cli.main(main, config_flag='config' if 'config' in flags.FLAGS else None)

@@ -1,14 +1,17 @@
-"""What train.py, eval.py and the scripts share: one-line errors and the compile cache."""
+"""What train.py, eval.py and the scripts share: flag parsing that reports bad input in
+one line, and the persistent compilation cache."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 
-from attention.errors import UserError  # noqa: F401  (re-exported for entry points)
+from attention.errors import UserError
 
 DEFAULT_CACHE = os.path.join(os.environ.get('XDG_CACHE_HOME', os.path.expanduser('~/.cache')),
                              'attention', 'jax')
+DEFAULT_CONFIG = 'configs/default.py'
 
 
 def enable_compilation_cache(path: str | None = None) -> None:
@@ -24,13 +27,89 @@ def enable_compilation_cache(path: str | None = None) -> None:
   jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 
 
-def run(main, argv):
-  """Calls main(argv); a UserError becomes one line on stderr and exit status 2."""
+def _flag_value(argv, name):
+  for i, arg in enumerate(argv):
+    if arg.startswith(f'--{name}='):
+      return arg.split('=', 1)[1]
+    if arg == f'--{name}' and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def _explain_config_error(argv, error: Exception) -> str:
+  """One line for a failure while ml_collections loads the config and applies overrides."""
+  spec = _flag_value(argv, 'config') or DEFAULT_CONFIG
+  path, _, arg = spec.partition(':')
+  if not os.path.isfile(path):
+    return f'--config={spec}: no such config file {path!r}'
   try:
-    return main(argv)
+    module_spec = importlib.util.spec_from_file_location('_config_for_errors', path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    config = module.get_config(arg) if arg else module.get_config()
+  except Exception as e:  # noqa: BLE001 - whatever the config file raises is the user's error
+    return f'--config={spec}: {e}'
+  for item in argv:
+    if not item.startswith('--config.'):
+      continue
+    field = item[len('--config.'):].split('=', 1)[0]
+    node, walked = config, []
+    for part in field.split('.'):
+      if not hasattr(node, 'keys') or part not in node.keys():
+        where = 'config' + ''.join(f'.{w}' for w in walked)
+        allowed = ', '.join(sorted(node.keys())) if hasattr(node, 'keys') else '(not a group)'
+        return f'--config.{field}: {where} has no field {part!r}; allowed: {allowed}'
+      node = node[part]
+      walked.append(part)
+  return f'{error}'.splitlines()[0]
+
+
+def define_config_flag(help_string: str = 'Config file, with an optional :key=value,... string.'):
+  """The --config flag (ml_collections). config_flags reads sys.argv as soon as the flag
+  is defined, so a bad --config or --config.x fails here; it gets one line too."""
+  from ml_collections import config_flags
+  try:
+    return config_flags.DEFINE_config_file('config', DEFAULT_CONFIG, help_string)
+  except Exception as e:  # noqa: BLE001 - config files and overrides raise anything
+    _fail(_explain_config_error(sys.argv, e))
+
+
+def parse_flags(argv, *, config_flag: str | None = 'config'):
+  """Parses absl flags (and loads the config); bad input exits 2 with one line."""
+  from absl import flags
+  try:
+    rest = flags.FLAGS(argv)
+    if config_flag:
+      # config_flags defers a loading failure to the first use of the config: use it here.
+      flags.FLAGS[config_flag].value.keys()
+  except flags.Error as e:
+    if config_flag and any(a.startswith(f'--{config_flag}') for a in argv):
+      message = _explain_config_error(argv, e)
+    else:
+      message = str(e).splitlines()[0]
+    _fail(message)
+  except Exception as e:  # noqa: BLE001 - config files and overrides raise anything
+    _fail(_explain_config_error(argv, e) if config_flag else str(e))
+  if len(rest) > 1:
+    _fail(f'unexpected arguments {rest[1:]}; flags look like --name=value')
+  return rest
+
+
+def _fail(message: str):
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(2)
+
+
+def main(fn, *, config_flag: str | None = 'config'):
+  """The entry point of a command: parse flags, run fn(), report UserError in one line."""
+  from absl import logging
+  parse_flags(sys.argv, config_flag=config_flag)
+  # Orbax and TFDS log every file they touch at INFO; keep the console to the run itself.
+  logging.set_verbosity(logging.WARNING)
+  try:
+    fn()
   except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+    _fail(str(e))
   except KeyboardInterrupt:
     print('interrupted', file=sys.stderr)
     sys.exit(130)

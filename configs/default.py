@@ -53,11 +53,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.pack = config.model.name != 'lstm'
 
   config.train = ml_collections.ConfigDict(dict(
-      num_steps=3000,
+      num_steps=600,
       batch_size=64,               # sequences (rows) per step, over all devices
       learning_rate=2e-3,
       schedule='rsqrt',            # rsqrt (paper) | cosine | constant
-      warmup_steps=400,
+      warmup_steps=100,
       label_smoothing=0.1,         # the paper's epsilon_ls
       weight_decay=0.0,
       grad_clip=1.0,               # global norm; 0 = off
@@ -67,14 +67,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   ))
 
   config.eval = ml_collections.ConfigDict(dict(
-      every_steps=1000,
-      num_examples=500,            # validation examples decoded at each evaluation (0 = all)
+      every_steps=200,
+      num_examples=200,            # validation examples decoded at each evaluation (0 = all)
+      test_examples=0,             # test examples scored at the end of training (0 = all)
       batch_size=128,
       beam_size=4,
       alpha=0.6,                   # GNMT length penalty
       max_decode_length=0,         # 0 = data.max_length
   ))
 
-  config.checkpoint = ml_collections.ConfigDict(dict(every_steps=1000, keep=2))
+  config.checkpoint = ml_collections.ConfigDict(dict(every_steps=200, keep=2))
   config.mesh = ml_collections.ConfigDict(dict(data=-1, model=1))
   return config

@@ -40,8 +40,11 @@ def _text(value) -> str:
   return value.decode('utf-8', errors='replace') if isinstance(value, bytes) else str(value)
 
 
-def encode_pair(tokenizer, source: str, target: str) -> dict:
+def encode_pair(tokenizer, source: str, target: str, max_source_length: int = 0) -> dict:
+  """max_source_length > 0 truncates the source (EOS kept) to that many tokens."""
   src, tgt = tokenizer.encode(source), tokenizer.encode(target)
+  if max_source_length:
+    src = src[:max_source_length - 1]
   return {'src': np.asarray(src + [EOS_ID], np.int32),
           'tgt_in': np.asarray([BOS_ID] + tgt, np.int32),
           'tgt_out': np.asarray(tgt + [EOS_ID], np.int32)}
@@ -138,10 +141,10 @@ class EvalBatch:
 
 
 def eval_batches(pairs: Sequence[tuple[str, str]], tokenizer, *, batch_size: int,
-                 bucket_boundaries: Sequence[int]) -> Iterator[EvalBatch]:
+                 bucket_boundaries: Sequence[int], max_source_length: int = 0) -> Iterator[EvalBatch]:
   """Every pair once, grouped by source length (so a batch decodes about equally long
   rows) into batches of exactly batch_size rows (all-PAD rows fill the last one)."""
-  encoded = [encode_pair(tokenizer, s, t) for s, t in pairs]
+  encoded = [encode_pair(tokenizer, s, t, max_source_length) for s, t in pairs]
   order = np.argsort([len(e['src']) for e in encoded], kind='stable')
   for start in range(0, len(order), batch_size):
     idx = order[start:start + batch_size]

@@ -52,6 +52,11 @@ class WordVocab:
       out.append(self.words[i] if 0 <= i < len(self.words) else SPECIAL_TOKENS[UNK_ID])
     return ' '.join(out)
 
+  def pieces(self, ids) -> list[str]:
+    """One string per id (special tokens by name), for plot labels."""
+    return [self.words[i] if 0 <= i < len(self.words) else SPECIAL_TOKENS[UNK_ID]
+            for i in np.asarray(ids).tolist()]
+
   def save(self, path: str) -> None:
     with open(path, 'w') as f:
       json.dump({'kind': self.kind, 'words': self.words[NUM_SPECIAL:]}, f)
@@ -88,6 +93,9 @@ class SentencePieceTokenizer:
     if EOS_ID in ids:
       ids = ids[:ids.index(EOS_ID)]
     return self.sp.decode([i for i in ids if i not in (PAD_ID, BOS_ID)])
+
+  def pieces(self, ids) -> list[str]:
+    return [self.sp.id_to_piece(i) for i in np.asarray(ids).tolist()]
 
   def save(self, path: str) -> None:
     with open(path, 'w') as f:

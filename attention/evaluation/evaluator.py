@@ -80,16 +80,18 @@ class Evaluator:
     rows = [(s, t, h) for (s, t), h in zip(pairs, hypotheses)]
     return metrics, rows, signatures
 
-  def translate(self, params, sources: Sequence[str]) -> list[str]:
-    """One hypothesis per source line, in order (no reference, no scores)."""
+  def translate(self, params, sources: Sequence[str], *, max_source_length: int = 0) -> list[str]:
+    """One single-line hypothesis per source, in order. Sources longer than
+    max_source_length tokens (EOS included; 0 = no limit) are truncated to it."""
     model = step_lib.merge_model(self.graphdef, params, self.rest)
     out = [''] * len(sources)
     pairs = [(s, '') for s in sources]
     for eb in pipeline.eval_batches(pairs, self.tokenizer, batch_size=self.batch_size,
-                                    bucket_boundaries=self.boundaries):
+                                    bucket_boundaries=self.boundaries,
+                                    max_source_length=max_source_length):
       tokens = self.decode(model, eb.batch['src'])
       for row, index in enumerate(eb.indices):
-        out[index] = self.tokenizer.decode(tokens[row])
+        out[index] = ' '.join(self.tokenizer.decode(tokens[row]).split())
     return out
 
 

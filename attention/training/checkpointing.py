@@ -23,18 +23,19 @@ LATEST_DIR, BEST_DIR = 'checkpoints', 'checkpoints_best'
 BEST_METRIC = 'bleu'
 
 
-def _manager(directory: str, **options) -> ocp.CheckpointManager:
+def _manager(directory: str, create: bool, **options) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(
       os.path.abspath(directory),
-      options=ocp.CheckpointManagerOptions(create=True, enable_async_checkpointing=False,
-                                           **options))
+      options=ocp.CheckpointManagerOptions(create=create, enable_async_checkpointing=False,
+                                           read_only=not create, **options))
 
 
 class Checkpoints:
+  """create=False opens a run read-only (eval.py): nothing in it is created or deleted."""
 
-  def __init__(self, workdir: str, *, keep: int = 2):
-    self.latest = _manager(os.path.join(workdir, LATEST_DIR), max_to_keep=keep)
-    self.best = _manager(os.path.join(workdir, BEST_DIR), max_to_keep=1,
+  def __init__(self, workdir: str, *, keep: int = 2, create: bool = True):
+    self.latest = _manager(os.path.join(workdir, LATEST_DIR), create, max_to_keep=keep)
+    self.best = _manager(os.path.join(workdir, BEST_DIR), create, max_to_keep=1,
                          best_fn=lambda m: m[BEST_METRIC], best_mode='max')
 
   def latest_step(self) -> int | None:

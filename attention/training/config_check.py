@@ -112,6 +112,7 @@ def validate(config) -> None:
       ('train.log_every_steps', *_int(1)),
       ('eval.every_steps', *_int(1)),
       ('eval.num_examples', *_int(0, 'an integer >= 0 (0 = the whole split)')),
+      ('eval.test_examples', *_int(0, 'an integer >= 0 (0 = the whole split)')),
       ('eval.batch_size', *_int(1)),
       ('eval.beam_size', *_int(1)),
       ('eval.alpha', *_real(0)),

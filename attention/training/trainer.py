@@ -121,7 +121,7 @@ def train_and_evaluate(config, workdir: str, *, log=print) -> dict:
     state = _train_loop(config, state, train_iter, graphdef, rest, tx, schedule, ckpts, writer,
                         evaluator, data, start=start, log=log)
     test_split = 'test' if 'test' in data.sources else 'validation'
-    metrics, rows, signatures = evaluator.evaluate(state.params, data.texts(test_split))
+    metrics, rows, signatures = evaluator.evaluate(state.params, data.texts(test_split, config.eval.test_examples))
     step = int(state.step)
     writer.write(step, test_split, metrics)
     if pindex == 0:

@@ -1,0 +1,144 @@
+"""Evaluates a trained run, or translates a text file with it.
+
+  python eval.py --workdir=DIR [--split=test] [--checkpoint=latest|best|STEP] [--beam_size=K]
+  python eval.py --workdir=DIR --input=FILE --output=FILE
+  python eval.py --workdir=DIR --plot_attention=N
+
+Scores go to DIR/eval/<split>.json (bleu, chrf, exact_match, token_accuracy in percent,
+step, sacrebleu signatures) and predictions to DIR/eval/<split>.tsv.
+"""
+
+import os
+import sys
+
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+
+from absl import flags  # noqa: E402
+
+from attention import cli  # noqa: E402
+from attention.errors import UserError  # noqa: E402
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory written by train.py.')
+_SPLIT = flags.DEFINE_string('split', 'test', 'Split to evaluate.')
+_CHECKPOINT = flags.DEFINE_string('checkpoint', 'latest', "'latest', 'best' or a step number.")
+_BEAM = flags.DEFINE_integer('beam_size', None, 'Beam size (default: the run\'s eval.beam_size; 1 = greedy).')
+_NUM = flags.DEFINE_integer('num_examples', 0, 'Evaluate the first N examples (0 = all).')
+_DATA_DIR = flags.DEFINE_string('data_dir', None, "Where the dataset is prepared (default: the run's).")
+_INPUT = flags.DEFINE_string('input', None, 'Translate this text file, one sentence per line.')
+_OUTPUT = flags.DEFINE_string('output', None, 'With --input: where the translations go.')
+_PLOT = flags.DEFINE_integer('plot_attention', 0,
+                             'Write attention heat maps of the first N examples of --split.')
+_EXAMPLES = flags.DEFINE_integer('show', 3, 'Examples to print.')
+_CACHE = flags.DEFINE_string('compilation_cache', None, "JAX compilation cache ('off' disables).")
+
+
+def read_lines(path: str) -> list[str]:
+  """Lines split on '\\n' only (so the output has exactly as many), '\\r' stripped,
+  undecodable bytes replaced."""
+  try:
+    with open(path, 'rb') as f:
+      data = f.read()
+  except OSError as e:
+    raise UserError(f'--input={path}: {e.strerror}') from None
+  lines = data.split(b'\n')
+  if lines and lines[-1] == b'':
+    lines.pop()
+  return [line.rstrip(b'\r').decode('utf-8', errors='replace') for line in lines]
+
+
+def checkpoint_arg(value: str):
+  if value in ('latest', 'best'):
+    return value
+  if value.isdigit():
+    return int(value)
+  raise UserError(f"--checkpoint={value!r}: allowed: latest, best, or a step number")
+
+
+def main():
+  workdir = _WORKDIR.value
+  if not workdir:
+    raise UserError('--workdir is required (a run directory written by train.py)')
+  if _BEAM.value is not None and _BEAM.value < 1:
+    raise UserError(f'--beam_size={_BEAM.value}: allowed: an integer >= 1')
+  if _PLOT.value < 0 or _NUM.value < 0:
+    raise UserError('--plot_attention and --num_examples: allowed: an integer >= 0')
+  if bool(_INPUT.value) != bool(_OUTPUT.value):
+    raise UserError('--input and --output go together: give both')
+  which = checkpoint_arg(_CHECKPOINT.value)
+  lines = read_lines(_INPUT.value) if _INPUT.value else None
+
+  from attention.data import tasks
+  from attention.training import checkpointing, run_dir, trainer
+
+  config = run_dir.load_config(workdir) if os.path.isdir(workdir) else None
+  tokenizer = tasks.load_tokenizer(workdir) if config is not None else None
+  if config is None or tokenizer is None:
+    raise UserError(f'--workdir={workdir}: no run there (config.json and vocab.json are '
+                        'written by train.py)')
+  cli.enable_compilation_cache(_CACHE.value)
+  graphdef, rest, _, _, state = run_dir.build(config)
+  ckpts = checkpointing.Checkpoints(workdir, create=False)
+  try:
+    state, step = ckpts.restore(checkpointing.abstract(state), which=which)
+  finally:
+    ckpts.close()
+  evaluator = trainer.make_evaluator(config, graphdef, rest, tokenizer, beam_size=_BEAM.value)
+
+  if lines is not None:
+    limit = config.data.max_length
+    for i, line in enumerate(lines):
+      n = len(tokenizer.encode(line)) + 1
+      if n > limit:
+        print(f'warning: {_INPUT.value}:{i + 1}: {n} tokens, truncated to data.max_length={limit}',
+              file=sys.stderr)
+    hypotheses = evaluator.translate(state.params, lines, max_source_length=limit)
+    with open(_OUTPUT.value + '.tmp', 'w', encoding='utf-8') as f:
+      f.writelines(h + '\n' for h in hypotheses)
+    os.replace(_OUTPUT.value + '.tmp', _OUTPUT.value)
+    print(f'translated {len(lines)} lines with step {step} -> {_OUTPUT.value}')
+    return
+
+  if _DATA_DIR.value:
+    config.data.data_dir = _DATA_DIR.value
+  data = trainer.load_data(config)
+  if _SPLIT.value not in data.sources:
+    raise UserError(f'--split={_SPLIT.value!r}: allowed: {", ".join(sorted(data.sources))}')
+  pairs = data.texts(_SPLIT.value, _NUM.value)
+  if _PLOT.value:
+    paths = plot_attention(config, graphdef, rest, state.params, tokenizer, pairs[:_PLOT.value],
+                           os.path.join(workdir, 'eval', 'attention', _SPLIT.value))
+    print(f'wrote {len(paths)} attention plots under {os.path.dirname(paths[0])}' if paths
+          else 'this model has no attention weights to plot')
+    return
+  metrics, rows, signatures = evaluator.evaluate(state.params, pairs)
+  from attention.evaluation import evaluator as evaluator_lib
+  path = evaluator_lib.write_results(
+      workdir, _SPLIT.value, step, metrics, rows, signatures,
+      extra={'checkpoint': str(which), 'beam_size': evaluator.beam_size})
+  for source, reference, hypothesis in rows[:_EXAMPLES.value]:
+    print(f'  source:     {source}\n  reference:  {reference}\n  hypothesis: {hypothesis}\n')
+  print(evaluator_lib.summary_line(_SPLIT.value, step, metrics))
+  for name, sig in signatures.items():
+    print(f'{name} signature: {sig}')
+  print(f'wrote {path}')
+
+
+def plot_attention(config, graphdef, rest, params, tokenizer, pairs, prefix):
+  import numpy as np
+  from attention import interpret
+  from attention.data import pipeline
+  from attention.evaluation import plots
+  from attention.training import step as step_lib
+  model = step_lib.merge_model(graphdef, params, rest)
+  paths = []
+  for i, (source, target) in enumerate(pairs):
+    ex = pipeline.encode_pair(tokenizer, source, target)
+    maps = interpret.attention_maps(model, ex['src'][None], ex['tgt_in'][None])
+    maps = {k: np.asarray(v[0]) for k, v in maps.items()}
+    paths += plots.plot_example(maps, tokenizer.pieces(ex['src']), tokenizer.pieces(ex['tgt_in']),
+                                f'{prefix}_{i}')
+  return paths
+
+
+if __name__ == '__main__':
+  cli.main(main, config_flag='config' if 'config' in flags.FLAGS else None)

@@ -1,0 +1,108 @@
+"""Bad input to train.py and eval.py: one clear line naming the field and what is allowed,
+a non-zero exit, no traceback, and nothing in the workdir changed."""
+
+import shutil
+
+import pytest
+
+from tests import e2e
+
+COPY_TINY = '--config=configs/default.py:task=copy,model=tiny'
+
+
+@pytest.fixture(scope='module')
+def finished_run(tmp_path_factory):
+  """A 2-step run (and a run directory with its config but no checkpoint)."""
+  root = tmp_path_factory.mktemp('errors')
+  workdir = root / 'run'
+  out = e2e.run('train.py', COPY_TINY, f'--workdir={workdir}', f'--config.data.data_dir={root / "data"}',
+                '--config.train.num_steps=2', '--config.eval.every_steps=2',
+                '--config.eval.num_examples=2', '--config.eval.test_examples=2',
+                '--config.eval.beam_size=1', '--config.train.batch_size=4')
+  assert out.returncode == 0, out.stderr[-3000:]
+  empty = root / 'no_checkpoint'
+  empty.mkdir()
+  for name in ('config.json', 'vocab.json'):
+    shutil.copy(workdir / name, empty / name)
+  return root, workdir, empty
+
+
+TRAIN_CASES = [
+    # (extra arguments, words the message must contain)
+    (['--config.train.nonexistent=1'], ['config.train', "'nonexistent'", 'allowed', 'num_steps']),
+    (['--config.trian.num_steps=1'], ["no field 'trian'", 'train']),
+    (['--config.train.num_steps=abc'], ['--config.train.num_steps', 'abc']),
+    (['--config.model.dropout_rate=lots'], ['--config.model.dropout_rate']),
+    (['--config=configs/default.py:task=nope'], ['task', 'nope', 'allowed', 'reverse']),
+    (['--config=configs/default.py:model=huge'], ['huge', 'allowed', 'tiny']),
+    (['--config=configs/default.py:colour=red'], ['colour', 'task', 'model']),
+    (['--config=configs/missing.py'], ['no such config file', 'missing.py']),
+    (['--config.model.kernel=fast'], ['model.kernel', 'fast', 'flash']),
+    (['--config.model.positional=absolute'], ['model.positional', 'rope']),
+    (['--config.model.name=gru'], ['model.name', 'lstm']),
+    (['--config.model.d_model=0'], ['model.d_model', '>= 1']),
+    (['--config.model.num_heads=3'], ['num_heads=3', 'd_model']),
+    (['--config.model.dropout_rate=1.0'], ['model.dropout_rate', '< 1']),
+    (['--config.model.attention_dropout_rate=-0.1'], ['model.attention_dropout_rate', '>= 0']),
+    (['--config.train.label_smoothing=1.5'], ['train.label_smoothing']),
+    (['--config.train.batch_size=0'], ['train.batch_size', '>= 1']),
+    (['--config.train.learning_rate=-1.0'], ['train.learning_rate']),
+    (['--config.train.schedule=linear'], ['train.schedule', 'rsqrt', 'cosine']),
+    (['--config.eval.beam_size=0'], ['eval.beam_size']),
+    (['--config.checkpoint.keep=0'], ['checkpoint.keep']),
+    (['--config.mesh.data=3'], ['config.mesh', 'device']),
+    (['--config.mesh.model=0'], ['mesh.model']),
+    (['--config.data.tokenizer=bpe'], ['data.tokenizer', 'sentencepiece']),
+    (['--config=configs/default.py:task=copy,model=lstm', '--config.data.pack=True'], ['data.pack', 'LSTM']),
+    (['--config.task=tsv:/no/such/corpus'], ['train.tsv', '/no/such/corpus']),
+    (['--config.task=no_such_dataset_xyz'], ['config.task', 'no_such_dataset_xyz', 'tsv:DIR']),
+    (['--config.model.d_model=128'], ['different config', 'model.d_model', '64', '128']),
+    (['positional_argument'], ['unexpected arguments']),
+    (['--no_such_flag=1'], ['no_such_flag']),
+]
+
+
+def check_one_line_error(out, words):
+  assert out.returncode != 0
+  assert 'Traceback' not in out.stderr, out.stderr[-2000:]
+  lines = [line for line in out.stderr.splitlines() if line.strip()]
+  assert lines and lines[-1].startswith('error: '), out.stderr[-2000:]
+  for word in words:
+    assert word in lines[-1], (word, lines[-1])
+
+
+@pytest.mark.parametrize('args,words', TRAIN_CASES, ids=[' '.join(a) for a, _ in TRAIN_CASES])
+def test_train_rejects(finished_run, args, words):
+  root, workdir, _ = finished_run
+  before = e2e.snapshot(root)
+  first = [] if any(a.startswith('--config=') for a in args) else [COPY_TINY]
+  out = e2e.run('train.py', *first, *args, f'--workdir={workdir}',
+                f'--config.data.data_dir={root / "data"}', timeout=300)
+  check_one_line_error(out, words)
+  assert e2e.snapshot(root) == before
+
+
+def test_train_requires_workdir():
+  check_one_line_error(e2e.run('train.py', COPY_TINY), ['--workdir'])
+
+
+EVAL_CASES = [
+    ([], ['--workdir']),
+    (['--workdir={root}/nowhere'], ['no run there']),
+    (['--workdir={empty}'], ['no checkpoint']),
+    (['--workdir={run}', '--checkpoint=soon'], ['--checkpoint', 'latest, best']),
+    (['--workdir={run}', '--checkpoint=999'], ['999', 'allowed', '2']),
+    (['--workdir={run}', '--split=dev'], ['--split', 'validation', 'test_long']),
+    (['--workdir={run}', '--beam_size=0'], ['--beam_size']),
+    (['--workdir={run}', '--input={root}/missing.txt', '--output={root}/out.txt'], ['--input', 'missing.txt']),
+    (['--workdir={run}', '--input={root}/x.txt'], ['--output']),
+]
+
+
+@pytest.mark.parametrize('args,words', EVAL_CASES, ids=[' '.join(a) for a, _ in EVAL_CASES])
+def test_eval_rejects(finished_run, args, words):
+  root, workdir, empty = finished_run
+  before = e2e.snapshot(root)
+  args = [a.format(root=root, run=workdir, empty=empty) for a in args]
+  check_one_line_error(e2e.run('eval.py', *args, timeout=300), words)
+  assert e2e.snapshot(root) == before

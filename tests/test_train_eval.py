@@ -1,0 +1,147 @@
+"""train.py and eval.py end to end, in fresh processes: a tiny run, its exact resume,
+evaluation, translation of a file, attention plots, and real convergence on `copy`."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from attention.data import tasks
+from tests import e2e
+
+TINY = ['--config=configs/default.py:task=copy,model=tiny', '--config.train.batch_size=8',
+        '--config.data.max_length=48', '--config.train.warmup_steps=4',
+        '--config.train.log_every_steps=2', '--config.eval.every_steps=6',
+        '--config.eval.num_examples=8', '--config.eval.test_examples=16',
+        '--config.eval.batch_size=8', '--config.eval.beam_size=2',
+        '--config.checkpoint.every_steps=6']
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  path = tmp_path_factory.mktemp('data')
+  tasks.load('copy', str(path))   # prepared once per test process
+  return str(path)
+
+
+@pytest.fixture(scope='module')
+def tiny_run(data_dir, tmp_path_factory):
+  """A finished 12-step run, and one that stopped at 6 steps and was resumed to 12."""
+  root = tmp_path_factory.mktemp('runs')
+  straight, resumed = root / 'straight', root / 'resumed'
+  common = TINY + [f'--config.data.data_dir={data_dir}']
+  out = e2e.run('train.py', *common, '--config.train.num_steps=12', f'--workdir={straight}')
+  assert out.returncode == 0, out.stderr[-3000:]
+  first = e2e.run('train.py', *common, '--config.train.num_steps=6', f'--workdir={resumed}')
+  assert first.returncode == 0, first.stderr[-3000:]
+  second = e2e.run('train.py', *common, '--config.train.num_steps=12', f'--workdir={resumed}')
+  assert second.returncode == 0, second.stderr[-3000:]
+  return straight, resumed, out, second
+
+
+def metrics(workdir, split):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [r for r in map(json.loads, f) if r['split'] == split]
+
+
+def final_params(workdir):
+  from attention.training import checkpointing, run_dir
+  config = run_dir.load_config(str(workdir))
+  ckpts = checkpointing.Checkpoints(str(workdir), create=False)
+  try:
+    state, step = ckpts.restore(run_dir.abstract_state(config))
+  finally:
+    ckpts.close()
+  import jax
+  return step, [np.asarray(x) for x in jax.tree_util.tree_leaves(state)]
+
+
+@pytest.mark.slow
+def test_run_writes_everything(tiny_run):
+  straight, _, out, _ = tiny_run
+  for name in ('config.json', 'vocab.json', 'metrics.jsonl', 'eval/test.json', 'eval/test.tsv'):
+    assert (straight / name).exists(), name
+  assert sorted(os.listdir(straight / 'checkpoints')) == ['12', '6']
+  assert os.listdir(straight / 'checkpoints_best')
+  assert any(f.startswith('events') for f in os.listdir(straight / 'tensorboard'))
+  train = metrics(straight, 'train')
+  assert [r['step'] for r in train] == list(range(2, 13, 2))
+  for r in train:
+    for key in ('loss', 'learning_rate', 'tokens_per_s', 'padding_fraction', 'grad_norm'):
+      assert np.isfinite(r[key]), (key, r)
+    assert 0 <= r['padding_fraction'] < 1
+  assert [r['step'] for r in metrics(straight, 'validation')] == [6, 12]
+  result = json.loads((straight / 'eval' / 'test.json').read_text())
+  assert result['step'] == 12 and result['num_examples'] == 16
+  for key in ('bleu', 'chrf', 'exact_match', 'token_accuracy'):
+    assert 0.0 <= result[key] <= 100.0
+  assert result['bleu_signature'].startswith('nrefs:1')
+  rows = (straight / 'eval' / 'test.tsv').read_text().splitlines()
+  assert rows[0] == 'source\treference\thypothesis' and len(rows) == 17
+  assert 'test @ step 12' in out.stdout
+
+
+@pytest.mark.slow
+def test_resumed_run_is_bitwise_identical(tiny_run):
+  straight, resumed, _, second = tiny_run
+  assert 'resumed from step 6' in second.stdout
+  strip = lambda rs: [{k: v for k, v in r.items() if not k.endswith('_per_s')} for r in rs]
+  assert strip(metrics(straight, 'train')) == strip(metrics(resumed, 'train'))
+  assert metrics(straight, 'validation') == metrics(resumed, 'validation')
+  step_a, leaves_a = final_params(straight)
+  step_b, leaves_b = final_params(resumed)
+  assert step_a == step_b == 12
+  for a, b in zip(leaves_a, leaves_b):
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_eval_scores_and_translates(tiny_run, tmp_path):
+  straight = tiny_run[0]
+  out = e2e.run('eval.py', f'--workdir={straight}', '--split=validation', '--num_examples=10',
+                '--checkpoint=best', '--beam_size=1')
+  assert out.returncode == 0, out.stderr[-3000:]
+  result = json.loads((straight / 'eval' / 'validation.json').read_text())
+  assert result['num_examples'] == 10 and result['beam_size'] == 1
+  assert result['checkpoint'] == 'best' and result['step'] in (6, 12)
+  assert 'bleu signature: nrefs:1' in out.stdout
+
+  # One output line per input line, whatever the line holds.
+  lines = [b'a b c', b'', b'zz unknown-word q', b'\xff\xfe broken bytes', b'a ' * 80, b'c b a\r']
+  src = tmp_path / 'in.txt'
+  src.write_bytes(b'\n'.join(lines) + b'\n')
+  dst = tmp_path / 'out.txt'
+  out = e2e.run('eval.py', f'--workdir={straight}', f'--input={src}', f'--output={dst}')
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert 'truncated' in out.stderr and ':5:' in out.stderr
+  written = dst.read_text(encoding='utf-8')
+  assert written.endswith('\n') and written.count('\n') == len(lines)
+
+
+@pytest.mark.slow
+def test_attention_plots(tiny_run):
+  straight = tiny_run[0]
+  out = e2e.run('eval.py', f'--workdir={straight}', '--split=test', '--plot_attention=2')
+  assert out.returncode == 0, out.stderr[-3000:]
+  pngs = sorted(os.listdir(straight / 'eval' / 'attention'))
+  kinds = ('decoder_cross_attention', 'decoder_self_attention', 'encoder_self_attention')
+  assert pngs == sorted(f'test_{i}_{k}.png' for i in range(2) for k in kinds)
+  assert all((straight / 'eval' / 'attention' / p).read_bytes()[:4] == b'\x89PNG' for p in pngs)
+
+
+@pytest.mark.slow
+def test_dry_run_counts_parameters(data_dir):
+  out = e2e.run('train.py', '--config=configs/default.py:task=copy,model=tiny', '--dry_run',
+                f'--config.data.data_dir={data_dir}')
+  assert out.returncode == 0, out.stderr[-3000:]
+  lines = out.stdout.splitlines()
+  total = int(next(line for line in lines if line.startswith('params: ')).split()[1])
+  parts = [int(line.split(':')[1].replace(',', '')) for line in lines if line.startswith('  ')
+           and line.strip().split(':')[0] in ('encoder', 'decoder', 'source_embedding',
+                                              'encoder_norm', 'decoder_norm')]
+  assert sum(parts) == total
+  # tiny: 2 + 2 layers of d_model 64, d_ff 256, and a 30-word vocabulary (26 letters + 4).
+  d, f, v = 64, 256, 30
+  attn, ff, ln = 4 * d * d, 2 * d * f + d + f, 2 * d
+  assert total == v * d + 2 * (attn + ff + 2 * ln) + 2 * (2 * attn + ff + 3 * ln) + 2 * ln
