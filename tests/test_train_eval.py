@@ -145,3 +145,50 @@ def test_dry_run_counts_parameters(data_dir):
   d, f, v = 64, 256, 30
   attn, ff, ln = 4 * d * d, 2 * d * f + d + f, 2 * d
   assert total == v * d + 2 * (attn + ff + 2 * ln) + 2 * (2 * attn + ff + 3 * ln) + 2 * ln
+
+
+@pytest.mark.slow
+def test_local_parallel_corpus_with_sentencepiece(tmp_path):
+  """tsv:DIR goes the way of any TFDS translation dataset: a builder prepared as
+  array_record, supervised keys, SentencePiece trained on train and kept in the run."""
+  from attention.data import grammar
+  rng = np.random.default_rng(0)
+  g = grammar.Grammar(grammar.Lexicon.generate(0), max_clauses=1)
+  corpus = tmp_path / 'corpus'
+  corpus.mkdir()
+  for split, n in (('train', 300), ('validation', 8), ('test', 8)):
+    lines = ['\t'.join(g.pair(rng)) for _ in range(n)]
+    (corpus / f'{split}.tsv').write_text('\n'.join(lines) + '\n', encoding='utf-8')
+  workdir = tmp_path / 'run'
+  out = e2e.run('train.py', f'--config=configs/default.py:task=copy,model=tiny',
+                f'--config.task=tsv:{corpus}', f'--config.data.data_dir={tmp_path / "data"}',
+                '--config.data.vocab_size=80', '--config.train.num_steps=3',
+                '--config.train.batch_size=4', '--config.eval.every_steps=3',
+                '--config.eval.beam_size=1', f'--workdir={workdir}')
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert json.loads((workdir / 'vocab.json').read_text())['kind'] == 'sentencepiece'
+  assert (workdir / 'spm.model').exists()
+  config = json.loads((workdir / 'config.json').read_text())
+  assert 60 <= config['model']['vocab_size'] <= 80
+  result = json.loads((workdir / 'eval' / 'test.json').read_text())
+  assert result['num_examples'] == 8
+  assert list((tmp_path / 'data' / 'parallel_text').iterdir())
+
+
+@pytest.mark.slow
+def test_copy_converges(data_dir, tmp_path):
+  """Real learning, not a smoke test: the tiny Transformer learns to copy strings of 1-40
+  symbols. Standalone this takes ~55 s on 2 CPU cores (data prepared beforehand) and
+  reaches 97.5% exact match on the first 200 test examples."""
+  workdir = tmp_path / 'copy'
+  out = e2e.run('train.py', '--config=configs/default.py:task=copy,model=tiny',
+                f'--config.data.data_dir={data_dir}', '--config.train.num_steps=450',
+                '--config.train.batch_size=32', '--config.train.warmup_steps=50',
+                '--config.train.learning_rate=5e-3', '--config.eval.every_steps=450',
+                '--config.eval.beam_size=1', '--config.eval.num_examples=100',
+                '--config.eval.test_examples=200', '--config.checkpoint.every_steps=1000',
+                f'--workdir={workdir}')
+  assert out.returncode == 0, out.stderr[-3000:]
+  result = json.loads((workdir / 'eval' / 'test.json').read_text())
+  assert result['num_examples'] == 200
+  assert result['exact_match'] >= 95.0, result

@@ -1,0 +1,69 @@
+"""Config strings, presets and the field checks behind train.py's error messages."""
+
+import pytest
+
+from attention.errors import UserError
+from attention.training import config_check
+from configs import default, models
+
+
+@pytest.mark.parametrize('task', default.TASKS)
+@pytest.mark.parametrize('preset', sorted(models.PRESETS))
+def test_every_task_and_preset_is_valid(task, preset):
+  config = default.get_config(f'task={task},model={preset}')
+  assert config.task == task and config.model.preset == preset
+  config_check.validate(config)
+  assert config.data.pack == (config.model.name != 'lstm')
+
+
+def test_defaults_are_the_papers_optimizer_and_a_1x1_mesh():
+  config = default.get_config()
+  assert (config.task, config.model.preset) == ('lang', 'small')
+  assert (config.train.b1, config.train.b2, config.train.eps) == (0.9, 0.98, 1e-9)
+  assert config.train.schedule in ('rsqrt', 'cosine', 'constant')
+  assert config_check.mesh_shape(config.mesh, 1) == (1, 1)
+  assert config_check.mesh_shape(config.mesh, 8) == (8, 1)
+
+
+@pytest.mark.parametrize('arg', ['task', 'task=lang,model', 'size=big', 'task=french'])
+def test_bad_config_strings(arg):
+  with pytest.raises(ValueError):
+    default.get_config(arg)
+
+
+@pytest.mark.parametrize('field,value,words', [
+    ('model.d_model', 0, '>= 1'),
+    ('model.dropout_rate', 1.0, '< 1'),
+    ('model.kernel', 'nope', 'flash'),
+    ('train.learning_rate', -1.0, 'number'),
+    ('eval.num_examples', -1, '>= 0'),
+    ('data.bucket_boundaries', (), 'positive'),
+])
+def test_field_checks_name_the_field(field, value, words):
+  config = default.get_config()
+  group, name = field.split('.')
+  config[group][name] = value
+  with pytest.raises(UserError, match=field.replace('.', r'\.')) as e:
+    config_check.validate(config)
+  assert words in str(e.value)
+
+
+def test_mesh_must_fit_the_devices():
+  config = default.get_config()
+  config.mesh.data, config.mesh.model = 4, 2
+  assert config_check.mesh_shape(config.mesh, 8) == (4, 2)
+  with pytest.raises(UserError, match='8 available'):
+    config.mesh.data = 3
+    config_check.mesh_shape(config.mesh, 8)
+
+
+def test_resume_compatibility_allows_only_run_length_and_evaluation_changes():
+  a = default.get_config().to_dict()
+  b = default.get_config().to_dict()
+  b['train']['num_steps'] = 10 * a['train']['num_steps']
+  b['eval']['beam_size'] = 1
+  assert config_check.incompatible_fields(a, b) == []
+  b['model']['d_model'] = 128
+  b['train']['learning_rate'] = 0.5
+  diff = config_check.incompatible_fields(a, b)
+  assert [d.split(':')[0] for d in diff] == ['model.d_model', 'train.learning_rate']
