@@ -53,7 +53,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.pack = config.model.name != 'lstm'
 
   config.train = ml_collections.ConfigDict(dict(
-      num_steps=600,
+      num_steps=800,
       batch_size=64,               # sequences (rows) per step, over all devices
       learning_rate=2e-3,
       schedule='rsqrt',            # rsqrt (paper) | cosine | constant
@@ -67,7 +67,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   ))
 
   config.eval = ml_collections.ConfigDict(dict(
-      every_steps=200,
+      every_steps=400,
       num_examples=200,            # validation examples decoded at each evaluation (0 = all)
       test_examples=0,             # test examples scored at the end of training (0 = all)
       batch_size=128,
@@ -76,6 +76,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       max_decode_length=0,         # 0 = data.max_length
   ))
 
-  config.checkpoint = ml_collections.ConfigDict(dict(every_steps=200, keep=2))
+  config.checkpoint = ml_collections.ConfigDict(dict(every_steps=400, keep=2))
   config.mesh = ml_collections.ConfigDict(dict(data=-1, model=1))
   return config

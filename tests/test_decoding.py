@@ -107,7 +107,9 @@ def decoding_model(name):
 @pytest.mark.parametrize('name', ['transformer', 'lstm'])
 def test_beam_of_one_is_greedy(name):
   model, eos = decoding_model(name)
-  src = sources(np.random.default_rng(), batch=6)
+  # Fixed sources: the check below needs rows that end and rows that do not, which
+  # fresh random rows of a random model do not always give.
+  src = sources(np.random.default_rng(1), batch=12)
   greedy = decoding.jit_decoder(decoding.greedy_decode, eos_id=eos, max_length=12)(model, src)
   beam, _ = decoding.jit_decoder(decoding.beam_search, eos_id=eos, beam_size=1, max_length=12,
                                  alpha=0.6)(model, src)

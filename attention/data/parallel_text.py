@@ -15,6 +15,8 @@ import os
 
 import tensorflow_datasets as tfds
 
+from attention.data import toy_translation
+
 SPLIT_FILES = {'train': 'train.tsv', 'validation': 'validation.tsv', 'test': 'test.tsv'}
 
 
@@ -46,11 +48,7 @@ class ParallelText(tfds.core.GeneratorBasedBuilder):
   RELEASE_NOTES = {'1.0.0': 'TSV splits.'}
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(
-        features=tfds.features.FeaturesDict({'source': tfds.features.Text(),
-                                             'target': tfds.features.Text()}),
-        supervised_keys=('source', 'target'),
-        description=__doc__)
+    return toy_translation.text_pair_info(self, __doc__)
 
   def _split_generators(self, dl_manager):
     del dl_manager  # local files only

@@ -50,6 +50,15 @@ BUILDER_CONFIGS = [
 ]
 
 
+def text_pair_info(builder: tfds.core.GeneratorBasedBuilder, description: str):
+  """DatasetInfo of a translation dataset of {'source', 'target'} text pairs."""
+  return builder.dataset_info_from_configs(
+      features=tfds.features.FeaturesDict({'source': tfds.features.Text(),
+                                           'target': tfds.features.Text()}),
+      supervised_keys=('source', 'target'),
+      description=description)
+
+
 class ToyTranslation(tfds.core.GeneratorBasedBuilder):
   """Synthetic source/target text pairs."""
 
@@ -58,11 +67,7 @@ class ToyTranslation(tfds.core.GeneratorBasedBuilder):
   BUILDER_CONFIGS = BUILDER_CONFIGS
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(
-        features=tfds.features.FeaturesDict({'source': tfds.features.Text(),
-                                             'target': tfds.features.Text()}),
-        supervised_keys=('source', 'target'),
-        description=__doc__)
+    return text_pair_info(self, __doc__)
 
   def _split_generators(self, dl_manager):
     del dl_manager  # nothing to download
