@@ -19,13 +19,20 @@ _CONFIG = cli.define_config_flag()
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, logs, results.')
 _DRY_RUN = flags.DEFINE_bool('dry_run', False,
                              'Print the resolved config and parameter counts, then exit.')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', None, 'Several processes: HOST:PORT of process 0 (with '
+    '--num_processes and --process_id). Without them, a SLURM/MPI/TPU-pod environment is '
+    'read, or the run is a single process.')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Several processes: how many.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'Several processes: this one, 0-based.')
 _CACHE = flags.DEFINE_string('compilation_cache', None,
                              f'JAX compilation cache directory (default {cli.DEFAULT_CACHE}; '
                              "'off' disables it).")
 
 
 def main():
-  from attention.training import run_dir, trainer
+  from attention.training import distributed, run_dir, trainer
+  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   if _DRY_RUN.value:
     setup = trainer.prepare(_CONFIG.value, _WORKDIR.value)
     print(setup.config.to_json(indent=1))

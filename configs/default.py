@@ -45,6 +45,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       bucket_boundaries=(16, 32, 64),  # padded lengths of unpacked batches
       shuffle_seed=0,
       num_workers=0,               # grain worker processes (0 = one background thread)
+      num_shards=0,                # data shards read by the processes (0 = one per process)
       tokenizer='auto',            # auto (word for toy tasks, sentencepiece otherwise) | word | sentencepiece
       vocab_size=8000,             # sentencepiece only
   ))
@@ -77,5 +78,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   ))
 
   config.checkpoint = ml_collections.ConfigDict(dict(every_steps=400, keep=2))
-  config.mesh = ml_collections.ConfigDict(dict(data=-1, model=1))
+  # Device mesh: batch rows over `data` (-1 = the devices `model` leaves), attention heads
+  # and feed-forward units over `model`; fsdp also shards parameters over `data`.
+  config.mesh = ml_collections.ConfigDict(dict(data=-1, model=1, fsdp=False))
   return config

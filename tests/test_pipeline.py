@@ -119,10 +119,29 @@ def test_shards_are_disjoint_and_cover(corpus):
   pairs, _, vocab = corpus
   got = []
   for shard in range(2):
-    batches = take(dataset(corpus, pack=False, batch_size=10, shard_index=shard, shard_count=2), 15)
+    batches = take(dataset(corpus, pack=False, batch_size=10, shards=(shard,), shard_count=2), 15)
     got.append({vocab.decode(b['src'][r]) for b in batches for r in range(10)})
   assert not got[0] & got[1]
   assert got[0] | got[1] == {s for s, _ in pairs}
+
+
+@pytest.mark.parametrize('pack', [True, False])
+def test_one_reader_of_two_shards_gives_what_two_readers_give(corpus, pack):
+  """The global batch does not depend on how many processes read the shards."""
+  both = dataset(corpus, pack=pack, batch_size=8, shards=(0, 1), shard_count=2)
+  alone = [take(dataset(corpus, pack=pack, batch_size=4, shards=(i,), shard_count=2), 6)
+           for i in (0, 1)]
+  it = iter(both)
+  first = [next(it) for _ in range(3)]
+  state = it.get_state()
+  it.close()
+  got = first + take(both, 3, state=state)
+  for step, batch in enumerate(got):
+    for key, value in batch.items():
+      halves = [alone[i][step][key] for i in (0, 1)]
+      width = value.shape[1]
+      expected = np.concatenate([np.pad(h, ((0, 0), (0, width - h.shape[1]))) for h in halves])
+      np.testing.assert_array_equal(value, expected, err_msg=f'{key} at step {step}')
 
 
 def test_unpacked_batches_pad_to_buckets(corpus):

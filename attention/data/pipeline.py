@@ -97,16 +97,9 @@ def _rename_packed(batch: dict) -> dict:
           'tgt_segment_ids': batch['tgt_in_segment_ids'], 'tgt_positions': batch['tgt_in_positions']}
 
 
-def train_dataset(source, tokenizer, *, source_key: str, target_key: str, max_length: int,
-                  batch_size: int, pack: bool, bucket_boundaries: Sequence[int], seed: int,
-                  shard_index: int = 0, shard_count: int = 1, num_workers: int = 0) -> grain.IterDataset:
-  """An endless IterDataset of training batches of `batch_size` rows for this shard.
-
-  Pairs longer than max_length tokens on either side (EOS included) are dropped.
-  Packed: rows of exactly max_length tokens, filled first-fit by up to batch_size
-  examples' worth of bins per batch. Unpacked: one example per row, padded to the
-  smallest bucket boundary that fits the batch.
-  """
+def _shard_batches(source, tokenizer, *, source_key, target_key, max_length, rows, pack,
+                   bucket_boundaries, seed, shard_index, shard_count) -> grain.IterDataset:
+  """Batches of `rows` rows from records shard_index, shard_index + shard_count, ..."""
   ds = grain.MapDataset.source(source)[shard_index::shard_count]
   ds = ds.shuffle(seed=seed).repeat()
   ds = ds.map(Encode(tokenizer, source_key, target_key)).filter(FitsIn(max_length))
@@ -114,11 +107,69 @@ def train_dataset(source, tokenizer, *, source_key: str, target_key: str, max_le
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
   if pack:
     it = grain.experimental.FirstFitPackIterDataset(
-        it, length_struct={k: max_length for k in FEATURES}, num_packing_bins=batch_size,
+        it, length_struct={k: max_length for k in FEATURES}, num_packing_bins=rows,
         seed=seed, shuffle_bins=True)
-    it = it.batch(batch_size, drop_remainder=True).map(_rename_packed)
-  else:
-    it = it.batch(batch_size, drop_remainder=True, batch_fn=PadToBucket(tuple(bucket_boundaries)))
+    return it.batch(rows, drop_remainder=True).map(_rename_packed)
+  return it.batch(rows, drop_remainder=True, batch_fn=PadToBucket(tuple(bucket_boundaries)))
+
+
+class _ConcatRowsIterator(grain.DatasetIterator):
+
+  def __init__(self, parents, boundaries):
+    super().__init__(parents)
+    self._boundaries = boundaries
+
+  def __next__(self) -> dict:
+    parts = [next(p) for p in self._parents]
+    if 'src_segment_ids' not in parts[0]:   # unpacked: pad every part to the longest bucket
+      width = {k: max(part[k].shape[1] for part in parts) for k in parts[0]}
+      parts = [{k: np.pad(v, ((0, 0), (0, width[k] - v.shape[1]))) for k, v in part.items()}
+               for part in parts]
+    return {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
+
+  def get_state(self) -> dict:
+    return {'shards': [p.get_state() for p in self._parents]}
+
+  def set_state(self, state: dict) -> None:
+    for parent, s in zip(self._parents, state['shards'], strict=True):
+      parent.set_state(s)
+
+
+class ConcatRowsIterDataset(grain.IterDataset):
+  """One batch from each parent, stacked row-wise (parent 0's rows first)."""
+
+  def __init__(self, parents, bucket_boundaries):
+    super().__init__(list(parents))
+    self._boundaries = tuple(bucket_boundaries)
+
+  def __iter__(self):
+    return _ConcatRowsIterator([iter(p) for p in self._parents], self._boundaries)
+
+
+def train_dataset(source, tokenizer, *, source_key: str, target_key: str, max_length: int,
+                  batch_size: int, pack: bool, bucket_boundaries: Sequence[int], seed: int,
+                  shards: Sequence[int] = (0,), shard_count: int = 1,
+                  num_workers: int = 0) -> grain.IterDataset:
+  """An endless IterDataset of this process's training batches: `batch_size` rows, made
+  of batch_size / len(shards) rows from each of its data shards, in order.
+
+  The records are dealt into `shard_count` shards (record i to shard i % shard_count),
+  each shuffled, packed and batched on its own; a process reads only the shards it is
+  given. The global batch (all shards' rows, shard 0 first) is therefore the same
+  whether one process reads every shard or each of several processes reads its own.
+
+  Pairs longer than max_length tokens on either side (EOS included) are dropped.
+  Packed: rows of exactly max_length tokens, filled first-fit by up to as many bins as
+  rows. Unpacked: one example per row, padded to the smallest bucket boundary that fits.
+  """
+  if batch_size % len(shards):
+    raise ValueError(f'batch_size={batch_size} is not a multiple of the {len(shards)} shards')
+  per_shard = [_shard_batches(source, tokenizer, source_key=source_key, target_key=target_key,
+                              max_length=max_length, rows=batch_size // len(shards), pack=pack,
+                              bucket_boundaries=bucket_boundaries, seed=seed, shard_index=i,
+                              shard_count=shard_count)
+               for i in shards]
+  it = per_shard[0] if len(per_shard) == 1 else ConcatRowsIterDataset(per_shard, bucket_boundaries)
   if num_workers > 0:
     return it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
   # One background thread prepares the next batches while the device computes (packing

@@ -75,6 +75,7 @@ def validate(config) -> None:
       ('data.pack', lambda v: isinstance(v, bool), 'True or False'),
       ('data.shuffle_seed', *_int(0)),
       ('data.num_workers', *_int(0)),
+      ('data.num_shards', *_int(0, 'an integer >= 0 (0 = one per process)')),
       _one_of('data.tokenizer', tasks.TOKENIZERS),
       ('data.vocab_size', *_int(NUM_SPECIAL + 1)),
       _one_of('model.name', tuple(MODELS)),
@@ -122,6 +123,7 @@ def validate(config) -> None:
       ('mesh.data', lambda v: isinstance(v, int) and (v == -1 or v >= 1),
        '-1 (all remaining devices) or an integer >= 1'),
       ('mesh.model', *_int(1)),
+      ('mesh.fsdp', lambda v: isinstance(v, bool), 'True or False'),
   ]
   for field, ok, allowed in checks:
     _require(config, field, ok, allowed)

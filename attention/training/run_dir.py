@@ -32,6 +32,8 @@ def config_dict(config) -> dict:
 
 def resolve(config, vocab_size: int) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict(config_dict(config))
+  if not config.data.num_shards:   # fixed at the start, so a resume reads the same order
+    config.data.num_shards = jax.process_count()
   if not config.model.vocab_size:
     config.model.vocab_size = vocab_size
   elif config.model.vocab_size < vocab_size:

@@ -72,9 +72,14 @@ def token_metrics(logits_BTV, tgt_out_BT, *, label_smoothing: float = 0.0) -> di
 
 
 def make_train_step(graphdef, rest, tx: optax.GradientTransformation, *,
-                    label_smoothing: float = 0.0, skip_nonfinite: bool = False, jit: bool = True):
+                    label_smoothing: float = 0.0, skip_nonfinite: bool = False, jit: bool = True,
+                    state_sharding=None, batch_sharding=None):
   """train_step(state, batch) -> (state, metrics); metrics are floats for logging:
   loss (per token), nll, accuracy, tokens, grad_norm, finite (1.0 or 0.0).
+
+  With shardings (attention.training.sharding) the step is compiled for the mesh they
+  name: the state keeps its layout from step to step, the batch is split over `data`,
+  and the metrics come back replicated. Without, it runs where its inputs live.
 
   A step whose loss or gradient is not finite leaves params and optimizer state
   untouched when skip_nonfinite (and still advances the step); otherwise it applies
@@ -104,7 +109,13 @@ def make_train_step(graphdef, rest, tx: optax.GradientTransformation, *,
                'finite': finite.astype(jnp.float32)}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
-  return jax.jit(step_fn, donate_argnums=0) if jit else step_fn
+  if not jit:
+    return step_fn
+  if state_sharding is None:
+    return jax.jit(step_fn, donate_argnums=0)
+  replicated = jax.sharding.NamedSharding(batch_sharding.mesh, jax.sharding.PartitionSpec())
+  return jax.jit(step_fn, donate_argnums=0, in_shardings=(state_sharding, batch_sharding),
+                 out_shardings=(state_sharding, replicated))
 
 
 def make_eval_step(graphdef, rest, *, jit: bool = True):

@@ -22,7 +22,8 @@ import tqdm
 from attention.data import pipeline, tasks
 from attention.errors import UserError
 from attention.evaluation import evaluator as evaluator_lib
-from attention.training import checkpointing, config_check, metric_writer, run_dir
+from attention.training import (checkpointing, config_check, distributed, metric_writer,
+                                preemption, run_dir, sharding)
 from attention.training import step as step_lib
 
 
@@ -86,45 +87,79 @@ def _mean(records, key):
   return float(np.mean([r[key] for r in records]))
 
 
-def train_and_evaluate(config, workdir: str, *, log=print) -> dict:
+def data_shards(config) -> tuple[list[int], int]:
+  """(the data shards this process reads, how many there are): data.num_shards (0 =
+  one per process) dealt out to the processes in contiguous runs."""
+  pcount, pindex = jax.process_count(), jax.process_index()
+  count = config.data.num_shards or pcount
+  if count % pcount:
+    raise UserError(f'config.data.num_shards={count} must be a multiple of the number of '
+                    f'processes ({pcount}); allowed: 0 (one per process) or k * {pcount}')
+  if config.train.batch_size % count:
+    raise UserError(f'config.train.batch_size={config.train.batch_size} must be a multiple of '
+                    f'data.num_shards ({count}, 0 = the number of processes)')
+  per = count // pcount
+  return list(range(pindex * per, (pindex + 1) * per)), count
+
+
+def make_mesh(config):
+  data, model = config_check.mesh_shape(config.mesh, jax.device_count())
+  if config.train.batch_size % data:
+    raise UserError(f'config.train.batch_size={config.train.batch_size} must be a multiple of '
+                    f'mesh.data ({data}): every data-parallel device takes the same rows')
+  return sharding.make_mesh(data, model)
+
+
+def train_and_evaluate(config, workdir: str, *, log=print) -> dict | None:
   """Trains (or resumes) the run in `workdir`, then scores the final model on the test
-  split. Returns the test metrics."""
+  split. Returns the test metrics (None when a signal stopped the run early)."""
   setup = prepare(config, workdir)
   config, data, tokenizer = setup.config, setup.data, setup.tokenizer
-  os.makedirs(workdir, exist_ok=True)
-  run_dir.check_compatible(workdir, config)
-  if setup.new_tokenizer:
-    _save_tokenizer(tokenizer, workdir)
-  run_dir.save_config(workdir, config)
+  shards, shard_count = data_shards(config)
+  mesh = make_mesh(config)
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    run_dir.check_compatible(workdir, config)
+    if setup.new_tokenizer:
+      _save_tokenizer(tokenizer, workdir)
+    run_dir.save_config(workdir, config)
+  distributed.barrier('workdir-ready')
 
   graphdef, rest, tx, schedule, state = run_dir.build(config)
-  pcount, pindex = jax.process_count(), jax.process_index()
-  if config.train.batch_size % pcount:
-    raise UserError(f'config.train.batch_size={config.train.batch_size} must be a multiple of '
-                    f'the number of processes ({pcount})')
+  state_shardings = sharding.tree_shardings(state, mesh, fsdp=config.mesh.fsdp)
+  state = sharding.put(state, state_shardings)
   train_ds = pipeline.train_dataset(
       data.sources['train'], tokenizer, source_key=data.source_key, target_key=data.target_key,
-      max_length=config.data.max_length, batch_size=config.train.batch_size // pcount,
-      pack=config.data.pack, bucket_boundaries=config.data.bucket_boundaries,
-      seed=config.data.shuffle_seed, shard_index=pindex, shard_count=pcount,
-      num_workers=config.data.num_workers)
+      max_length=config.data.max_length,
+      batch_size=config.train.batch_size // jax.process_count(), pack=config.data.pack,
+      bucket_boundaries=config.data.bucket_boundaries, seed=config.data.shuffle_seed,
+      shards=shards, shard_count=shard_count, num_workers=config.data.num_workers)
   train_iter = iter(train_ds)
   ckpts = checkpointing.Checkpoints(workdir, keep=config.checkpoint.keep)
   writer = None
   try:
     start = 0
     if ckpts.latest_step() is not None:
-      state, start = ckpts.restore(checkpointing.abstract(state), data_iterator=train_iter)
+      state, start = ckpts.restore(checkpointing.abstract(state, state_shardings),
+                                   data_iterator=train_iter, log=log)
       log(f'resumed from step {start} in {workdir}')
-    writer = metric_writer.MetricWriter(workdir, resume_step=start, enabled=pindex == 0)
+    writer = metric_writer.MetricWriter(workdir, resume_step=start,
+                                        enabled=jax.process_index() == 0)
     evaluator = make_evaluator(config, graphdef, rest, tokenizer)
-    state = _train_loop(config, state, train_iter, graphdef, rest, tx, schedule, ckpts, writer,
-                        evaluator, data, start=start, log=log)
+    loop = _TrainLoop(config, graphdef, rest, tx, schedule, ckpts, writer, evaluator, data,
+                      mesh, state_shardings, log=log)
+    with preemption.StopRequest() as stop:
+      state = loop.run(state, train_iter, start=start, stop=stop)
+    if stop.requested:
+      log(f'{stop.signal_name}: stopped after step {int(state.step)} with a checkpoint in '
+          f'{workdir}; run the same command again to resume')
+      return None
     test_split = 'test' if 'test' in data.sources else 'validation'
-    metrics, rows, signatures = evaluator.evaluate(state.params, data.texts(test_split, config.eval.test_examples))
+    metrics, rows, signatures = evaluator.evaluate(
+        distributed.fetch(state.params), data.texts(test_split, config.eval.test_examples))
     step = int(state.step)
     writer.write(step, test_split, metrics)
-    if pindex == 0:
+    if jax.process_index() == 0:
       evaluator_lib.write_results(workdir, test_split, step, metrics, rows, signatures,
                                   extra={'checkpoint': 'latest', 'beam_size': config.eval.beam_size})
     log(evaluator_lib.summary_line(test_split, step, metrics))
@@ -139,68 +174,90 @@ def train_and_evaluate(config, workdir: str, *, log=print) -> dict:
       writer.close()
 
 
-def _train_loop(config, state, train_iter, graphdef, rest, tx, schedule, ckpts, writer, evaluator,
-                data, *, start, log):
-  tc = config.train
-  train_step = step_lib.make_train_step(graphdef, rest, tx, label_smoothing=tc.label_smoothing,
-                                        skip_nonfinite=tc.skip_nonfinite)
-  val_split = 'validation' if 'validation' in data.sources else 'test'
-  val_pairs = data.texts(val_split, config.eval.num_examples)
-  pending, real_tokens, slots, skipped = [], 0, 0, 0
-  timer = time.perf_counter()
+class _TrainLoop:
+  """Steps, logs, evaluations and checkpoints from `start` to train.num_steps."""
 
-  def flush(step):
+  def __init__(self, config, graphdef, rest, tx, schedule, ckpts, writer, evaluator, data, mesh,
+               state_shardings, *, log):
+    self.config, self.schedule, self.ckpts, self.writer = config, schedule, ckpts, writer
+    self.evaluator, self.mesh, self.log = evaluator, mesh, log
+    tc = config.train
+    self.train_step = step_lib.make_train_step(
+        graphdef, rest, tx, label_smoothing=tc.label_smoothing, skip_nonfinite=tc.skip_nonfinite,
+        state_sharding=state_shardings, batch_sharding=sharding.batch_sharding(mesh))
+    self.val_split = 'validation' if 'validation' in data.sources else 'test'
+    self.val_pairs = data.texts(self.val_split, config.eval.num_examples)
+    self.pending, self.real_tokens, self.slots, self.skipped = [], 0, 0, 0
+    self.timer = time.perf_counter()
+
+  def flush(self, step):
     """Logs the steps since the last log; stops on a non-finite step."""
-    nonlocal pending, real_tokens, slots, skipped, timer
-    if not pending:
-      return
-    host = jax.device_get([m for _, m in pending])
-    for (s, _), m in zip(pending, host):
+    tc = self.config.train
+    if not self.pending:
+      return None
+    host = jax.device_get([m for _, m in self.pending])
+    for (s, _), m in zip(self.pending, host):
       if not m['finite']:
         if not tc.skip_nonfinite:
           what = 'loss' if not np.isfinite(m['loss']) else 'gradient norm'
-          raise TrainingDiverged(f'step {s + 1}: the {what} is not finite ({m["loss"]=}, '
-                                 f'{m["grad_norm"]=}); the last checkpoint is intact. '
+          raise TrainingDiverged(f'step {s + 1}: the {what} is not finite (loss={m["loss"]}, '
+                                 f'grad_norm={m["grad_norm"]}); the last checkpoint is intact. '
                                  'Lower train.learning_rate or set train.skip_nonfinite=True')
-        skipped += 1
-    elapsed = time.perf_counter() - timer
+        self.skipped += 1
+    elapsed = time.perf_counter() - self.timer
     good = [m for m in host if m['finite']] or host
     record = {'loss': _mean(good, 'loss'), 'nll': _mean(good, 'nll'),
               'accuracy': 100.0 * _mean(good, 'accuracy'), 'grad_norm': _mean(good, 'grad_norm'),
-              'learning_rate': float(schedule(step - 1)),
+              'learning_rate': float(self.schedule(step - 1)),
               'steps_per_s': len(host) / elapsed,
-              'tokens_per_s': real_tokens / elapsed,   # non-padding source + target tokens
-              'padding_fraction': 1.0 - real_tokens / max(slots, 1),
-              'skipped_steps': skipped}
-    writer.write(step, 'train', record)
-    pending, real_tokens, slots = [], 0, 0
-    timer = time.perf_counter()
+              'tokens_per_s': self.real_tokens / elapsed,   # non-padding source + target tokens
+              'padding_fraction': 1.0 - self.real_tokens / max(self.slots, 1),
+              'skipped_steps': self.skipped}
+    self.writer.write(step, 'train', record)
+    self.pending, self.real_tokens, self.slots = [], 0, 0
+    self.timer = time.perf_counter()
     return record
 
-  bar = tqdm.tqdm(total=tc.num_steps, initial=start, unit='step', dynamic_ncols=True,
-                  disable=jax.process_index() != 0, mininterval=1.0)
-  with bar:
-    for step in range(start, tc.num_steps):
-      batch = next(train_iter)
-      real_tokens += int(np.count_nonzero(batch['src']) + np.count_nonzero(batch['tgt_out']))
-      slots += batch['src'].size + batch['tgt_out'].size
-      state, metrics = train_step(state, batch)
-      pending.append((step, metrics))
-      done = step + 1
-      bar.update(1)
-      last = done == tc.num_steps
-      if done % tc.log_every_steps == 0 or last:
-        record = flush(done)
-        bar.set_postfix(loss=f'{record["loss"]:.3f}', lr=f'{record["learning_rate"]:.2e}')
-      if done % config.eval.every_steps == 0 or last:
-        flush(done)
-        metrics, _, _ = evaluator.evaluate(state.params, val_pairs)
-        writer.write(done, val_split, metrics)
-        ckpts.save_best(done, state, metrics)
-        bar.write(evaluator_lib.summary_line(val_split, done, metrics))
-        timer = time.perf_counter()
-      if done % config.checkpoint.every_steps == 0 or last:
-        flush(done)
-        ckpts.save(done, state, train_iter)
-        timer = time.perf_counter()
-  return state
+  def save(self, done, state, train_iter):
+    self.flush(done)
+    self.ckpts.save(done, state, train_iter)
+    self.timer = time.perf_counter()
+
+  def run(self, state, train_iter, *, start, stop):
+    config, tc = self.config, self.config.train
+    pcount = jax.process_count()
+    bar = tqdm.tqdm(total=tc.num_steps, initial=start, unit='step', dynamic_ncols=True,
+                    disable=jax.process_index() != 0, mininterval=1.0)
+    with bar:
+      for step in range(start, tc.num_steps):
+        local = next(train_iter)
+        # Every process counts its own rows; the totals are pcount times as many.
+        self.real_tokens += pcount * int(np.count_nonzero(local['src'])
+                                         + np.count_nonzero(local['tgt_out']))
+        self.slots += pcount * (local['src'].size + local['tgt_out'].size)
+        state, metrics = self.train_step(state, sharding.global_batch(local, self.mesh))
+        self.pending.append((step, metrics))
+        done = step + 1
+        bar.update(1)
+        last = done == tc.num_steps
+        if done % tc.log_every_steps == 0 or last:
+          record = self.flush(done)
+          bar.set_postfix(loss=f'{record["loss"]:.3f}', lr=f'{record["learning_rate"]:.2e}')
+        if done % config.eval.every_steps == 0 or last:
+          self.flush(done)
+          metrics, _, _ = self.evaluator.evaluate(distributed.fetch(state.params), self.val_pairs)
+          self.writer.write(done, self.val_split, metrics)
+          self.ckpts.save_best(done, state, metrics)
+          bar.write(evaluator_lib.summary_line(self.val_split, done, metrics))
+          self.timer = time.perf_counter()
+        saved = done % config.checkpoint.every_steps == 0 or last
+        if saved:
+          self.save(done, state, train_iter)
+        # Several processes agree on stopping only at log steps (a collective each time).
+        if pcount == 1 or done % tc.log_every_steps == 0:
+          if distributed.any_process(stop.requested):
+            if not saved:
+              self.save(done, state, train_iter)
+            stop.signal_name = stop.signal_name or 'SIGTERM (another process)'
+            break
+    return state
