@@ -8,6 +8,12 @@ the train step that training uses (forward, backward, AdamW update). Decoders ru
 `decode_length` steps on random sources of `length` tokens: the EOS id is set to one the
 model cannot emit, so every run does the same work whatever the (random) weights.
 Times are medians over --repeats calls after a warm-up call (compilation excluded).
+
+Data parallelism on one machine: with forced CPU devices, --meshes times the same train
+step on several device meshes in alternation, in one process (1x1 is one device):
+
+  XLA_FLAGS=--xla_force_host_platform_device_count=8 python scripts/bench_model.py \
+      --config=configs/default.py:model=small --meshes=1x1,8x1,4x2 --skip=greedy,uncached,beam
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from attention import decoding, models  # noqa: E402
 from attention.tokens import BOS_ID, NUM_SPECIAL  # noqa: E402
-from attention.training import optimizer, step as step_lib  # noqa: E402
+from attention.training import optimizer, sharding, step as step_lib  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/default.py:model=small',
                                           'Experiment config (only model and train are used).')
@@ -44,6 +50,8 @@ _VOCAB = flags.DEFINE_integer('vocab', 64, 'Vocabulary size when config.model.vo
 _REPEATS = flags.DEFINE_integer('repeats', 10, 'Timed calls per measurement (median).')
 _DECODE_REPEATS = flags.DEFINE_integer('decode_repeats', 3, 'Timed calls per decoder.')
 _SKIP = flags.DEFINE_list('skip', [], 'Measurements to skip: train, greedy, uncached, beam.')
+_MESHES = flags.DEFINE_list('meshes', [], 'Device meshes DATAxMODEL to time the train step '
+                            'on, alternated (e.g. 1x1,8x1,4x2); empty: the default device.')
 _JSON = flags.DEFINE_bool('json', False, 'Print one JSON object (else a readable summary).')
 
 
@@ -55,6 +63,31 @@ def median_seconds(fn, repeats: int) -> float:
     jax.block_until_ready(fn())
     times.append(time.perf_counter() - start)
   return statistics.median(times)
+
+
+def time_meshes(graphdef, rest, tx, config, params, batch) -> dict:
+  """{mesh: median train-step seconds}, the meshes timed round-robin in one process."""
+  steps, states, batches = {}, {}, {}
+  host_params = jax.device_get(params)
+  for name in _MESHES.value:
+    data, model = (int(n) for n in name.split('x'))
+    mesh = sharding.make_mesh(data, model, jax.devices()[:data * model])
+    state = step_lib.create_train_state(host_params, tx, config.seed)
+    shardings = sharding.tree_shardings(state, mesh, fsdp=config.mesh.fsdp)
+    states[name] = sharding.put(state, shardings)
+    batches[name] = sharding.global_batch(jax.device_get(batch), mesh)
+    steps[name] = step_lib.make_train_step(
+        graphdef, rest, tx, label_smoothing=config.train.label_smoothing,
+        state_sharding=shardings, batch_sharding=sharding.batch_sharding(mesh))
+  times = {name: [] for name in steps}
+  for round_ in range(_REPEATS.value + 1):   # round 0 compiles
+    for name, step in steps.items():
+      start = time.perf_counter()
+      states[name], metrics = step(states[name], batches[name])
+      jax.block_until_ready(metrics)
+      if round_:
+        times[name].append(time.perf_counter() - start)
+  return {name: statistics.median(t) for name, t in times.items()}
 
 
 def random_tokens(rng, shape, vocab):
@@ -91,6 +124,9 @@ def main(argv):
       holder[0], metrics = train_step(holder[0], batch)
       return metrics['loss']
 
+    if _MESHES.value:
+      result['meshes'] = time_meshes(graphdef, rest, tx, config, params, batch)
+      holder[0] = step_lib.create_train_state(params, tx, config.seed)
     seconds = median_seconds(one_step, _REPEATS.value)
     result['train_step_s'] = seconds
     result['train_tokens_per_s'] = 2 * b * t / seconds
@@ -121,8 +157,11 @@ def main(argv):
   if _JSON.value:
     print(json.dumps(result))
   else:
+    for name, seconds in result.get('meshes', {}).items():
+      print(f'{"train step on mesh " + name:>34}: {seconds * 1e3:,.1f} ms '
+            f'({result["meshes"][_MESHES.value[0]] / seconds:.2f}x {_MESHES.value[0]})')
     for key, value in result.items():
-      if key != 'model':
+      if key not in ('model', 'meshes'):
         print(f'{key:>34}: {value:,.1f}' if isinstance(value, float) else f'{key:>34}: {value}')
 
 

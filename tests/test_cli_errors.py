@@ -1,11 +1,15 @@
 """Bad input to train.py and eval.py: one clear line naming the field and what is allowed,
 a non-zero exit, no traceback, and nothing in the workdir changed."""
 
+import os
 import shutil
 
 import pytest
 
 from tests import e2e
+
+# One worker runs them all, so the run their fixture trains is made once.
+pytestmark = pytest.mark.xdist_group('cli_errors')
 
 COPY_TINY = '--config=configs/default.py:task=copy,model=tiny'
 
@@ -24,6 +28,20 @@ def finished_run(tmp_path_factory):
   empty.mkdir()
   for name in ('config.json', 'vocab.json'):
     shutil.copy(workdir / name, empty / name)
+  damaged = root / 'damaged'
+  shutil.copytree(workdir, damaged)
+  for base, _, files in os.walk(damaged / 'checkpoints'):
+    for name in files:
+      if name.endswith('.json') or name.endswith('.txt'):
+        continue
+      with open(os.path.join(base, name), 'r+b') as f:
+        f.truncate(os.path.getsize(f.name) // 2)
+  bad_config = root / 'bad_config'
+  shutil.copytree(workdir, bad_config)
+  (bad_config / 'config.json').write_text('{"seed": 0,')
+  corpus = root / 'corpus'
+  corpus.mkdir()
+  (corpus / 'train.tsv').write_text('ein Haus\ta house\nno tab on this line\n')
   return root, workdir, empty
 
 
@@ -57,6 +75,19 @@ TRAIN_CASES = [
     (['--config.task=tsv:/no/such/corpus'], ['train.tsv', '/no/such/corpus']),
     (['--config.task=no_such_dataset_xyz'], ['config.task', 'no_such_dataset_xyz', 'tsv:DIR']),
     (['--config.model.d_model=128'], ['different config', 'model.d_model', '64', '128']),
+    (['--config.data.num_shards=3'], ['data.num_shards', 'batch_size']),
+    (['--config.data.num_shards=-1'], ['data.num_shards', '>= 0']),
+    (['--config.mesh.fsdp=maybe'], ['--config.mesh.fsdp']),
+    (['--config.task=tsv:{root}/corpus'], ['train.tsv:2', 'source<TAB>target']),
+    (['--num_processes=2'], ['--coordinator_address', 'together']),
+    (['--coordinator_address=nohost', '--num_processes=2', '--process_id=0'],
+     ['--coordinator_address', 'HOST:PORT']),
+    (['--coordinator_address=localhost:1234', '--num_processes=2', '--process_id=2'],
+     ['--process_id=2', '0 ... 1']),
+    (['--coordinator_address=localhost:1234', '--num_processes=0', '--process_id=0'],
+     ['--num_processes=0', '>= 1']),
+    (['--workdir={root}/damaged'], ['every checkpoint is damaged', 'nothing was changed']),
+    (['--workdir={root}/bad_config'], ['config.json', 'not a JSON config']),
     (['positional_argument'], ['unexpected arguments']),
     (['--no_such_flag=1'], ['no_such_flag']),
 ]
@@ -76,8 +107,32 @@ def test_train_rejects(finished_run, args, words):
   root, workdir, _ = finished_run
   before = e2e.snapshot(root)
   first = [] if any(a.startswith('--config=') for a in args) else [COPY_TINY]
-  out = e2e.run('train.py', *first, *args, f'--workdir={workdir}',
-                f'--config.data.data_dir={root / "data"}', timeout=300)
+  args = [a.format(root=root) for a in args]
+  if not any(a.startswith('--workdir=') for a in args):
+    args.append(f'--workdir={workdir}')
+  if not any('batch_size' in a for a in args):
+    args.append('--config.train.batch_size=4')   # as in the run: only `args` differ from it
+  out = e2e.run('train.py', *first, *args, f'--config.data.data_dir={root / "data"}', timeout=300)
+  check_one_line_error(out, words)
+  assert e2e.snapshot(root) == before
+
+
+MESH_CASES = [
+    # On 8 devices.
+    (['--config.mesh.data=3'], ['config.mesh', 'data=3', '8 available device']),
+    (['--config.mesh.model=3'], ['config.mesh', 'model=3', '8 available device']),
+    (['--config.mesh.data=16', '--config.mesh.model=1'], ['config.mesh', 'data=16']),
+    (['--config.mesh.data=8', '--config.train.batch_size=12'],
+     ['train.batch_size=12', 'mesh.data (8)']),
+]
+
+
+@pytest.mark.parametrize('args,words', MESH_CASES, ids=[' '.join(a) for a, _ in MESH_CASES])
+def test_train_rejects_meshes(finished_run, args, words):
+  root, workdir, _ = finished_run
+  before = e2e.snapshot(root)
+  out = e2e.run('train.py', COPY_TINY, *args, f'--workdir={root / "new_run"}',
+                f'--config.data.data_dir={root / "data"}', timeout=300, devices=8)
   check_one_line_error(out, words)
   assert e2e.snapshot(root) == before
 
@@ -96,6 +151,8 @@ EVAL_CASES = [
     (['--workdir={run}', '--beam_size=0'], ['--beam_size']),
     (['--workdir={run}', '--input={root}/missing.txt', '--output={root}/out.txt'], ['--input', 'missing.txt']),
     (['--workdir={run}', '--input={root}/x.txt'], ['--output']),
+    (['--workdir={root}/damaged'], ['every checkpoint is damaged']),
+    (['--workdir={root}/damaged', '--checkpoint=2'], ['damaged checkpoint']),
 ]
 
 

@@ -10,6 +10,9 @@ import pytest
 from attention.data import tasks
 from tests import e2e
 
+# One worker runs them all, so the run their fixture trains is made once.
+pytestmark = pytest.mark.xdist_group('train_eval')
+
 TINY = ['--config=configs/default.py:task=copy,model=tiny', '--config.train.batch_size=8',
         '--config.data.max_length=48', '--config.train.warmup_steps=4',
         '--config.train.log_every_steps=2', '--config.eval.every_steps=6',

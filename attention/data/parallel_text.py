@@ -16,6 +16,7 @@ import os
 import tensorflow_datasets as tfds
 
 from attention.data import toy_translation
+from attention.errors import UserError
 
 SPLIT_FILES = {'train': 'train.tsv', 'validation': 'validation.tsv', 'test': 'test.tsv'}
 
@@ -61,5 +62,5 @@ class ParallelText(tfds.core.GeneratorBasedBuilder):
       for i, line in enumerate(f):
         source, sep, target = line.rstrip('\r\n').partition('\t')
         if not sep:
-          raise ValueError(f'{file}:{i + 1}: expected source<TAB>target')
+          raise UserError(f'{file}:{i + 1}: expected source<TAB>target')
         yield i, {'source': source, 'target': target}

@@ -64,9 +64,15 @@ def check_compatible(workdir: str, config) -> None:
 
 
 def save_config(workdir: str, config) -> None:
+  """Writes config.json unless it already holds exactly this config."""
   path = os.path.join(workdir, CONFIG_FILE)
+  text = config.to_json(indent=1)
+  if os.path.exists(path):
+    with open(path) as f:
+      if f.read() == text:
+        return
   with open(path + '.tmp', 'w') as f:
-    f.write(config.to_json(indent=1))
+    f.write(text)
   os.replace(path + '.tmp', path)
 
 

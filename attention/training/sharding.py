@@ -48,11 +48,16 @@ def path_string(path) -> str:
   """'/'-joined names of a pytree key path: 'params/encoder/0/self_attention/query/kernel'."""
   parts = []
   for key in path:
-    for attr in ('key', 'idx', 'name'):
-      if hasattr(key, attr):
-        parts.append(str(getattr(key, attr)))
-        break
-  return '/'.join(p for p in parts if p != 'value')
+    if isinstance(key, jax.tree_util.GetAttrKey):
+      if key.name != 'value':   # an nnx Variable's payload, not a name in the model
+        parts.append(key.name)
+    elif isinstance(key, jax.tree_util.DictKey):
+      parts.append(str(key.key))
+    elif isinstance(key, jax.tree_util.SequenceKey):
+      parts.append(str(key.idx))
+    else:
+      parts.append(str(key))
+  return '/'.join(parts)
 
 
 def spec_for(path: str, shape: tuple[int, ...], mesh: Mesh, *, fsdp: bool = False) -> P:

@@ -128,6 +128,10 @@ def train_and_evaluate(config, workdir: str, *, log=print) -> dict | None:
   graphdef, rest, tx, schedule, state = run_dir.build(config)
   state_shardings = sharding.tree_shardings(state, mesh, fsdp=config.mesh.fsdp)
   state = sharding.put(state, state_shardings)
+  split = sharding.describe(state.params, state_shardings.params)
+  log(f'mesh data={mesh.shape[sharding.DATA]} x model={mesh.shape[sharding.MODEL]} over '
+      f'{jax.device_count()} device(s), {jax.process_count()} process(es): {len(split)} of '
+      f'{len(jax.tree_util.tree_leaves(state.params))} parameter arrays split')
   train_ds = pipeline.train_dataset(
       data.sources['train'], tokenizer, source_key=data.source_key, target_key=data.target_key,
       max_length=config.data.max_length,
