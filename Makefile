@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 test: install
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --durations=25 tests
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --durations=25 tests
 
 # The default experiment end to end: prepares the `lang` data into data/, trains the
 # small Transformer into $(WORKDIR), scores the test split (printed, and written to

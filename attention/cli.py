@@ -36,7 +36,7 @@ def _flag_value(argv, name):
   return None
 
 
-def _explain_config_error(argv, error: Exception) -> str:
+def explain_config_error(argv, error: Exception) -> str:
   """One line for a failure while ml_collections loads the config and applies overrides."""
   spec = _flag_value(argv, 'config') or DEFAULT_CONFIG
   path, _, arg = spec.partition(':')
@@ -71,7 +71,7 @@ def define_config_flag(help_string: str = 'Config file, with an optional :key=va
   try:
     return config_flags.DEFINE_config_file('config', DEFAULT_CONFIG, help_string)
   except Exception as e:  # noqa: BLE001 - config files and overrides raise anything
-    _fail(_explain_config_error(sys.argv, e))
+    _fail(explain_config_error(sys.argv, e))
 
 
 def parse_flags(argv, *, config_flag: str | None = 'config'):
@@ -84,12 +84,12 @@ def parse_flags(argv, *, config_flag: str | None = 'config'):
       flags.FLAGS[config_flag].value.keys()
   except flags.Error as e:
     if config_flag and any(a.startswith(f'--{config_flag}') for a in argv):
-      message = _explain_config_error(argv, e)
+      message = explain_config_error(argv, e)
     else:
       message = str(e).splitlines()[0]
     _fail(message)
   except Exception as e:  # noqa: BLE001 - config files and overrides raise anything
-    _fail(_explain_config_error(argv, e) if config_flag else str(e))
+    _fail(explain_config_error(argv, e) if config_flag else str(e))
   if len(rest) > 1:
     _fail(f'unexpected arguments {rest[1:]}; flags look like --name=value')
   return rest

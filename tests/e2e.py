@@ -1,6 +1,9 @@
 """Helpers for tests that run train.py / eval.py as a user would (a fresh process)."""
 
+import fcntl
+import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,3 +38,19 @@ def snapshot(directory):
       st = os.stat(path)
       out[os.path.relpath(path, directory)] = (st.st_size, st.st_mtime_ns)
   return out
+
+
+def once(directory, build):
+  """(directory, build(directory)) where build ran once for all test processes: its
+  JSON-able result is kept in a marker written when it completes, a directory without
+  one is built anew, and a lock makes other processes wait for the one building."""
+  directory.parent.mkdir(parents=True, exist_ok=True)
+  marker = directory / '.built.json'
+  with open(f'{directory}.lock', 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not marker.exists():
+      shutil.rmtree(directory, ignore_errors=True)
+      directory.mkdir(parents=True)
+      result = build(directory)
+      marker.write_text(json.dumps(result))
+  return directory, json.loads(marker.read_text())

@@ -8,41 +8,43 @@ import pytest
 
 from tests import e2e
 
-# One worker runs them all, so the run their fixture trains is made once.
-pytestmark = pytest.mark.xdist_group('cli_errors')
 
 COPY_TINY = '--config=configs/default.py:task=copy,model=tiny'
 
 
-@pytest.fixture(scope='module')
-def finished_run(tmp_path_factory):
-  """A 2-step run (and a run directory with its config but no checkpoint)."""
-  root = tmp_path_factory.mktemp('errors')
-  workdir = root / 'run'
-  out = e2e.run('train.py', COPY_TINY, f'--workdir={workdir}', f'--config.data.data_dir={root / "data"}',
-                '--config.train.num_steps=2', '--config.eval.every_steps=2',
-                '--config.eval.num_examples=2', '--config.eval.test_examples=2',
-                '--config.eval.beam_size=1', '--config.train.batch_size=4')
-  assert out.returncode == 0, out.stderr[-3000:]
-  empty = root / 'no_checkpoint'
-  empty.mkdir()
-  for name in ('config.json', 'vocab.json'):
-    shutil.copy(workdir / name, empty / name)
-  damaged = root / 'damaged'
-  shutil.copytree(workdir, damaged)
-  for base, _, files in os.walk(damaged / 'checkpoints'):
-    for name in files:
-      if name.endswith('.json') or name.endswith('.txt'):
-        continue
-      with open(os.path.join(base, name), 'r+b') as f:
-        f.truncate(os.path.getsize(f.name) // 2)
-  bad_config = root / 'bad_config'
-  shutil.copytree(workdir, bad_config)
-  (bad_config / 'config.json').write_text('{"seed": 0,')
-  corpus = root / 'corpus'
-  corpus.mkdir()
-  (corpus / 'train.tsv').write_text('ein Haus\ta house\nno tab on this line\n')
-  return root, workdir, empty
+@pytest.fixture
+def finished_run(once):
+  """A 2-step run, and beside it: a run directory with its config but no checkpoint, one
+  whose every checkpoint is truncated, one with a broken config.json, a corpus with a
+  line that is not source<TAB>target."""
+  def build(root):
+    workdir = root / 'run'
+    out = e2e.run('train.py', COPY_TINY, f'--workdir={workdir}',
+                  f'--config.data.data_dir={root / "data"}', '--config.train.num_steps=2',
+                  '--config.eval.every_steps=2', '--config.eval.num_examples=2',
+                  '--config.eval.test_examples=2', '--config.eval.beam_size=1',
+                  '--config.train.batch_size=4')
+    assert out.returncode == 0, out.stderr[-3000:]
+    empty = root / 'no_checkpoint'
+    empty.mkdir()
+    for name in ('config.json', 'vocab.json'):
+      shutil.copy(workdir / name, empty / name)
+    damaged = root / 'damaged'
+    shutil.copytree(workdir, damaged)
+    for base, _, files in os.walk(damaged / 'checkpoints'):
+      for name in files:
+        if not name.endswith(('.json', '.txt')):
+          with open(os.path.join(base, name), 'r+b') as f:
+            f.truncate(os.path.getsize(f.name) // 2)
+    bad_config = root / 'bad_config'
+    shutil.copytree(workdir, bad_config)
+    (bad_config / 'config.json').write_text('{"seed": 0,')
+    corpus = root / 'corpus'
+    corpus.mkdir()
+    (corpus / 'train.tsv').write_text('ein Haus\ta house\nno tab on this line\n')
+
+  root, _ = once('errors', build)
+  return root, root / 'run', root / 'no_checkpoint'
 
 
 TRAIN_CASES = [
@@ -93,6 +95,11 @@ TRAIN_CASES = [
 ]
 
 
+def unchanged_state(root):
+  """Every file of the runs (the prepared data directory aside, which TFDS may write to)."""
+  return {k: v for k, v in e2e.snapshot(root).items() if not k.startswith('data/')}
+
+
 def check_one_line_error(out, words):
   assert out.returncode != 0
   assert 'Traceback' not in out.stderr, out.stderr[-2000:]
@@ -105,7 +112,7 @@ def check_one_line_error(out, words):
 @pytest.mark.parametrize('args,words', TRAIN_CASES, ids=[' '.join(a) for a, _ in TRAIN_CASES])
 def test_train_rejects(finished_run, args, words):
   root, workdir, _ = finished_run
-  before = e2e.snapshot(root)
+  before = unchanged_state(root)
   first = [] if any(a.startswith('--config=') for a in args) else [COPY_TINY]
   args = [a.format(root=root) for a in args]
   if not any(a.startswith('--workdir=') for a in args):
@@ -114,7 +121,7 @@ def test_train_rejects(finished_run, args, words):
     args.append('--config.train.batch_size=4')   # as in the run: only `args` differ from it
   out = e2e.run('train.py', *first, *args, f'--config.data.data_dir={root / "data"}', timeout=300)
   check_one_line_error(out, words)
-  assert e2e.snapshot(root) == before
+  assert unchanged_state(root) == before
 
 
 MESH_CASES = [
@@ -130,11 +137,11 @@ MESH_CASES = [
 @pytest.mark.parametrize('args,words', MESH_CASES, ids=[' '.join(a) for a, _ in MESH_CASES])
 def test_train_rejects_meshes(finished_run, args, words):
   root, workdir, _ = finished_run
-  before = e2e.snapshot(root)
+  before = unchanged_state(root)
   out = e2e.run('train.py', COPY_TINY, *args, f'--workdir={root / "new_run"}',
                 f'--config.data.data_dir={root / "data"}', timeout=300, devices=8)
   check_one_line_error(out, words)
-  assert e2e.snapshot(root) == before
+  assert unchanged_state(root) == before
 
 
 def test_train_requires_workdir():
@@ -159,7 +166,7 @@ EVAL_CASES = [
 @pytest.mark.parametrize('args,words', EVAL_CASES, ids=[' '.join(a) for a, _ in EVAL_CASES])
 def test_eval_rejects(finished_run, args, words):
   root, workdir, empty = finished_run
-  before = e2e.snapshot(root)
+  before = unchanged_state(root)
   args = [a.format(root=root, run=workdir, empty=empty) for a in args]
   check_one_line_error(e2e.run('eval.py', *args, timeout=300), words)
-  assert e2e.snapshot(root) == before
+  assert unchanged_state(root) == before

@@ -15,12 +15,9 @@ import jax
 import numpy as np
 import pytest
 
-from attention.data import tasks
 from attention.training import checkpointing, run_dir
 from tests import e2e
 
-# One worker runs them all, so the one-device reference run is made once.
-pytestmark = pytest.mark.xdist_group('distributed')
 
 RUN = ['--config=configs/default.py:task=copy,model=tiny', '--config.train.batch_size=8',
        '--config.data.max_length=32', '--config.data.bucket_boundaries=(16,32)',
@@ -29,13 +26,6 @@ RUN = ['--config=configs/default.py:task=copy,model=tiny', '--config.train.batch
        '--config.eval.test_examples=4', '--config.eval.batch_size=4',
        '--config.eval.beam_size=1', '--config.checkpoint.every_steps=10',
        '--config.data.num_shards=2']
-
-
-@pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-  path = tmp_path_factory.mktemp('data')
-  tasks.load('copy', str(path))
-  return str(path)
 
 
 def train(workdir, data_dir, steps, *extra, devices=None, check=True):
@@ -62,12 +52,12 @@ def final_state(workdir):
   return step, [np.asarray(x) for x in jax.tree_util.tree_leaves(state)]
 
 
-@pytest.fixture(scope='module')
-def one_device(data_dir, tmp_path_factory):
+@pytest.fixture
+def one_device(data_dir, once):
   """The reference: 24 steps on one device (its losses at 2, 4, ..., 24)."""
-  workdir = tmp_path_factory.mktemp('one') / 'run'
-  train(workdir, data_dir, 24)
-  return workdir
+  def build(directory):
+    train(directory / 'run', data_dir, 24)
+  return once('one_device', build)[0] / 'run'
 
 
 @pytest.mark.slow

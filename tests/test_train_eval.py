@@ -7,11 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from attention.data import tasks
 from tests import e2e
 
-# One worker runs them all, so the run their fixture trains is made once.
-pytestmark = pytest.mark.xdist_group('train_eval')
 
 TINY = ['--config=configs/default.py:task=copy,model=tiny', '--config.train.batch_size=8',
         '--config.data.max_length=48', '--config.train.warmup_steps=4',
@@ -21,26 +18,22 @@ TINY = ['--config=configs/default.py:task=copy,model=tiny', '--config.train.batc
         '--config.checkpoint.every_steps=6']
 
 
-@pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-  path = tmp_path_factory.mktemp('data')
-  tasks.load('copy', str(path))   # prepared once per test process
-  return str(path)
+@pytest.fixture
+def tiny_run(data_dir, once):
+  """A finished 12-step run, and one that stopped at 6 steps and was resumed to 12; the
+  stdout of the first and of the resume."""
+  def build(root):
+    common = TINY + [f'--config.data.data_dir={data_dir}']
+    out = e2e.run('train.py', *common, '--config.train.num_steps=12', f'--workdir={root / "straight"}')
+    assert out.returncode == 0, out.stderr[-3000:]
+    first = e2e.run('train.py', *common, '--config.train.num_steps=6', f'--workdir={root / "resumed"}')
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = e2e.run('train.py', *common, '--config.train.num_steps=12', f'--workdir={root / "resumed"}')
+    assert second.returncode == 0, second.stderr[-3000:]
+    return [out.stdout, second.stdout]
 
-
-@pytest.fixture(scope='module')
-def tiny_run(data_dir, tmp_path_factory):
-  """A finished 12-step run, and one that stopped at 6 steps and was resumed to 12."""
-  root = tmp_path_factory.mktemp('runs')
-  straight, resumed = root / 'straight', root / 'resumed'
-  common = TINY + [f'--config.data.data_dir={data_dir}']
-  out = e2e.run('train.py', *common, '--config.train.num_steps=12', f'--workdir={straight}')
-  assert out.returncode == 0, out.stderr[-3000:]
-  first = e2e.run('train.py', *common, '--config.train.num_steps=6', f'--workdir={resumed}')
-  assert first.returncode == 0, first.stderr[-3000:]
-  second = e2e.run('train.py', *common, '--config.train.num_steps=12', f'--workdir={resumed}')
-  assert second.returncode == 0, second.stderr[-3000:]
-  return straight, resumed, out, second
+  root, (straight_stdout, resumed_stdout) = once('tiny_run', build)
+  return root / 'straight', root / 'resumed', straight_stdout, resumed_stdout
 
 
 def metrics(workdir, split):
@@ -82,13 +75,13 @@ def test_run_writes_everything(tiny_run):
   assert result['bleu_signature'].startswith('nrefs:1')
   rows = (straight / 'eval' / 'test.tsv').read_text().splitlines()
   assert rows[0] == 'source\treference\thypothesis' and len(rows) == 17
-  assert 'test @ step 12' in out.stdout
+  assert 'test @ step 12' in out
 
 
 @pytest.mark.slow
 def test_resumed_run_is_bitwise_identical(tiny_run):
   straight, resumed, _, second = tiny_run
-  assert 'resumed from step 6' in second.stdout
+  assert 'resumed from step 6' in second
   strip = lambda rs: [{k: v for k, v in r.items() if not k.endswith('_per_s')} for r in rs]
   assert strip(metrics(straight, 'train')) == strip(metrics(resumed, 'train'))
   assert metrics(straight, 'validation') == metrics(resumed, 'validation')

@@ -22,7 +22,8 @@ FSDP = 'fsdp'   # placeholder in a rule: becomes DATA with mesh.fsdp, else None
 
 # (regex searched in the '/'-joined path of a leaf, spec per dimension). The first match
 # wins; a leaf that matches none is replicated. A dimension the axis does not divide is
-# replicated instead (e.g. 2 key/value heads on a model axis of 4).
+# replicated instead (e.g. 2 key/value heads on a model axis of 4), and so is one whose
+# axis has a single device.
 PARAM_RULES = (
     (r'attention/(query|key|value)/kernel$', (FSDP, MODEL, None)),   # [D, heads, d_k]
     (r'attention/out/kernel$', (MODEL, None, FSDP)),                 # [heads, d_v, D]
@@ -67,7 +68,8 @@ def spec_for(path: str, shape: tuple[int, ...], mesh: Mesh, *, fsdp: bool = Fals
       for dim, axis in zip(shape, dims):
         if axis == FSDP:
           axis = DATA if fsdp else None
-        out.append(axis if axis is not None and dim % mesh.shape[axis] == 0 else None)
+        splits = axis is not None and mesh.shape[axis] > 1 and dim % mesh.shape[axis] == 0
+        out.append(axis if splits else None)
       return P(*out)
   return P()
 

@@ -122,7 +122,6 @@ def train_and_evaluate(config, workdir: str, *, log=print) -> dict | None:
     run_dir.check_compatible(workdir, config)
     if setup.new_tokenizer:
       _save_tokenizer(tokenizer, workdir)
-    run_dir.save_config(workdir, config)
   distributed.barrier('workdir-ready')
 
   graphdef, rest, tx, schedule, state = run_dir.build(config)
@@ -147,6 +146,8 @@ def train_and_evaluate(config, workdir: str, *, log=print) -> dict | None:
       state, start = ckpts.restore(checkpointing.abstract(state, state_shardings),
                                    data_iterator=train_iter, log=log)
       log(f'resumed from step {start} in {workdir}')
+    if jax.process_index() == 0:   # only now: a failed resume leaves the run as it was
+      run_dir.save_config(workdir, config)
     writer = metric_writer.MetricWriter(workdir, resume_step=start,
                                         enabled=jax.process_index() == 0)
     evaluator = make_evaluator(config, graphdef, rest, tokenizer)

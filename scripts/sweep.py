@@ -1,0 +1,468 @@
+"""Runs train.py at every point of a grid of config values and tabulates the results.
+
+  python scripts/sweep.py --config=configs/default.py:task=copy,model=tiny \
+      --workdir=runs/lr_layers --sweep='train.learning_rate=[1e-3,3e-3] model.num_layers=[1,2]' \
+      [--parallel=2] [--config.train.num_steps=400 ...]
+  python scripts/sweep.py ... --zip='train.learning_rate=[1e-3,3e-3] train.warmup_steps=[50,100]'
+  python scripts/sweep.py ... --sweep_file=configs/sweeps/copy_lr_layers.py
+  python scripts/sweep.py ... --print_commands     # one train.py command per point; runs nothing
+
+The points: the cartesian product of the --sweep lists, times the points of --zip (its
+lists taken in step: the i-th values of all of them make the i-th point, so they must be
+of one length), times the points of --sweep_file (a module whose get_sweep() returns a
+list of override dicts; configs/sweeps has the sweep/product/zip_ helpers and an example).
+Values are Python literals (3e-3, 2, True, (16, 32), 'cosine'); a bare word is a string.
+--config.X=Y flags are fixed overrides that every point gets, before its swept ones. The
+config of every point is parsed as train.py will parse it before anything runs, so a
+mistyped key costs one `error:` line (exit 2) and no runs.
+
+DIR/<point>/ is one train.py run, named after its overrides (train.learning_rate=0.001,
+model.num_layers=1), with its output in sweep.log and its status and wall time in
+sweep.json; a point whose eval/test.json exists is done and not run again. --parallel
+points run at a time (default: one per CPU, each run pinned to its share of the CPUs).
+DIR/results.csv and DIR/results.md hold a row per point: swept values, the last validation
+metrics, the test metrics, parameters, wall time, status. DIR/results.png plots --metric
+against the swept value when a single key varies.
+Exit status: 0 when every point is done, 1 when any failed (the others still run).
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import dataclasses
+import functools
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+
+from absl import flags
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)   # `attention` and `configs` from a checkout
+
+from ml_collections import config_flags  # noqa: E402
+
+from attention import cli  # noqa: E402
+from attention.errors import UserError  # noqa: E402
+from attention.training import metric_writer  # noqa: E402
+from configs import sweeps  # noqa: E402
+
+TRAIN = os.path.join(ROOT, 'train.py')
+# Result columns besides the swept keys: (column, split, metric in that split's record).
+METRICS = (('val_bleu', 'validation', 'bleu'), ('val_exact_match', 'validation', 'exact_match'),
+           ('val_perplexity', 'validation', 'perplexity'), ('test_bleu', 'test', 'bleu'),
+           ('test_exact_match', 'test', 'exact_match'))
+METRIC_NAMES = tuple(column for column, _, _ in METRICS)
+RESULT_COLUMNS = (*METRIC_NAMES, 'params', 'wall_s', 'status', 'error')
+
+_CONFIG = cli.define_config_flag('Base config of every point, as for train.py.')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Sweep directory: a run directory per point, '
+                               'results.csv, results.md, results.png.')
+_SWEEP = flags.DEFINE_string('sweep', None, "Cartesian product: 'KEY=[V1,V2,...] KEY=[...]'.")
+_ZIP = flags.DEFINE_string('zip', None, "Lists taken in step: 'KEY=[V1,V2] KEY=[W1,W2]' is "
+                           'the points (V1, W1), (V2, W2).')
+_SWEEP_FILE = flags.DEFINE_string('sweep_file', None,
+                                  'A Python file whose get_sweep() returns a list of override '
+                                  "dicts, e.g. configs/sweeps/copy_lr_layers.py.")
+_PARALLEL = flags.DEFINE_integer('parallel', 0, 'Points run at a time (0 = one per CPU).')
+_METRIC = flags.DEFINE_enum('metric', 'test_exact_match', METRIC_NAMES,
+                            'The metric results.png plots.')
+_PRINT_COMMANDS = flags.DEFINE_bool('print_commands', False,
+                                    'Print the train.py command of every point (shell-quoted, '
+                                    'one a line) instead of running them.')
+
+
+@dataclasses.dataclass
+class Point:
+  overrides: dict     # swept key -> value
+  name: str           # its directory under --workdir
+  workdir: str
+  command: list[str]
+
+
+# ---------------------------------------------------------------------------- the points
+
+
+def parse_value(text: str):
+  """A Python literal, else the text itself (a bare word), as ml_collections reads --config.x."""
+  if text in ('true', 'false'):
+    return text == 'true'
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def _scan_list(text: str, start: int, flag: str) -> tuple[list[str], int]:
+  """The items of the list whose '[' is text[start], split at its top-level commas (not
+  those inside tuples or quotes), and the index just past its ']'."""
+  items, depth, quote, item_start = [], 0, None, start + 1
+  for i in range(start, len(text)):
+    c = text[i]
+    if quote:
+      quote = None if c == quote else quote
+    elif c in '\'"':
+      quote = c
+    elif c in '([{':
+      depth += 1
+    elif c in ')]}':
+      depth -= 1
+      if depth == 0:
+        items.append(text[item_start:i])
+        return [item.strip() for item in items if item.strip()], i + 1
+    elif c == ',' and depth == 1:
+      items.append(text[item_start:i])
+      item_start = i + 1
+  raise UserError(f'--{flag}: unclosed list in {text[start:]!r}')
+
+
+def parse_lists(text: str, flag: str) -> dict[str, list]:
+  """'train.learning_rate=[1e-3,3e-3] model.num_layers=[1,2]' -> {key: [values]}."""
+  lists, pos = {}, 0
+  key_re = re.compile(r'\s*([A-Za-z_][\w.]*)=\[')
+  while text[pos:].strip():
+    match = key_re.match(text, pos)
+    if not match:
+      raise UserError(f'--{flag}: expected KEY=[V1,V2,...] at {text[pos:].strip()!r}')
+    key = match.group(1)
+    items, pos = _scan_list(text, match.end() - 1, flag)
+    if key in lists:
+      raise UserError(f'--{flag}: {key} is listed twice')
+    if not items:
+      raise UserError(f'--{flag}: {key} has an empty list')
+    lists[key] = [parse_value(item) for item in items]
+  return lists
+
+
+def load_sweep_file(path: str) -> list[dict]:
+  """The points of a sweep file: its get_sweep()."""
+  if not os.path.isfile(path):
+    raise UserError(f'--sweep_file={path}: no such file')
+  spec = importlib.util.spec_from_file_location('_sweep_file', path)
+  module = importlib.util.module_from_spec(spec)
+  try:
+    spec.loader.exec_module(module)
+  except Exception as e:  # noqa: BLE001 - whatever the sweep file raises is the user's error
+    raise UserError(f'--sweep_file={path}: {type(e).__name__}: {e}') from None
+  if not callable(getattr(module, 'get_sweep', None)):
+    raise UserError(f'--sweep_file={path} defines no get_sweep()')
+  try:
+    points = module.get_sweep()
+  except Exception as e:  # noqa: BLE001
+    raise UserError(f'--sweep_file={path}: get_sweep(): {type(e).__name__}: {e}') from None
+  if not isinstance(points, list) or not all(
+      isinstance(p, dict) and all(isinstance(k, str) for k in p) for p in points):
+    raise UserError(f'--sweep_file={path}: get_sweep() must return a list of dicts '
+                    "{'train.learning_rate': 1e-3, ...}")
+  return points
+
+
+def swept_points() -> list[dict]:
+  """--sweep (product) x --zip (in step) x --sweep_file, as a list of override dicts."""
+  parts = []
+  try:
+    if _SWEEP.value:
+      parts += [sweeps.sweep(k, v) for k, v in parse_lists(_SWEEP.value, 'sweep').items()]
+    if _ZIP.value:
+      lists = parse_lists(_ZIP.value, 'zip')
+      parts.append(sweeps.zip_(*[sweeps.sweep(k, v) for k, v in lists.items()]))
+    if _SWEEP_FILE.value:
+      parts.append(load_sweep_file(_SWEEP_FILE.value))
+    if not parts:
+      raise UserError('nothing to sweep: give --sweep, --zip or --sweep_file')
+    points = sweeps.product(*parts)
+  except ValueError as e:   # the helpers' mismatched lengths and keys swept twice
+    raise UserError(str(e)) from None
+  if not points or not all(points):
+    raise UserError('the sweep has no points (an empty list, or a point with no overrides)')
+  return points
+
+
+def flag_text(value) -> str:
+  """How train.py's --config.X flag reads back `value` (ml_collections parses by field type)."""
+  return value if isinstance(value, str) else repr(value)
+
+
+def point_name(overrides: dict) -> str:
+  """The point's directory: 'train.learning_rate=0.001,model.num_layers=1', with anything
+  but letters, digits and . = , + - replaced by _ so that it is one safe path component."""
+  text = ','.join(f'{k}={flag_text(v).replace(" ", "")}' for k, v in overrides.items())
+  name = re.sub(r'[^\w.=,+-]', '_', text)
+  if len(name) > 200:   # file names stop at 255 bytes; the hash keeps long ones distinct
+    name = f'{name[:180]}-{hashlib.sha1(text.encode()).hexdigest()[:12]}'
+  return name
+
+
+def check_point(config_args: list[str]) -> None:
+  """Parses a point's --config flags as train.py will, so that an unknown key or a value of
+  the wrong type stops the sweep before anything runs."""
+  argv = ['train.py', *config_args]
+  values = flags.FlagValues()
+  try:
+    config_flags.DEFINE_config_file('config', cli.DEFAULT_CONFIG, flag_values=values,
+                                    sys_argv=argv)
+    values(argv)
+    values['config'].value.keys()   # config_flags defers a loading failure to first use
+  except Exception as e:  # noqa: BLE001 - config files and overrides raise anything
+    raise UserError(cli.explain_config_error(argv, e)) from None
+
+
+def make_points(workdir: str) -> list[Point]:
+  """Every point, checked, with its train.py command: the base config, the fixed
+  --config.X flags of this command, then the swept values."""
+  spec = config_flags.get_config_filename(flags.FLAGS[_CONFIG.name])
+  fixed = config_flags.get_override_values(flags.FLAGS[_CONFIG.name])
+  fixed_args = [f'--config.{k}={flag_text(v)}' for k, v in fixed.items()]
+  points, names = [], {}
+  for overrides in swept_points():
+    both = sorted(fixed.keys() & overrides.keys())
+    if both:
+      raise UserError(f'--config.{both[0]} is both fixed and swept; give it in one place')
+    config_args = [f'--config={spec}', *fixed_args,
+                   *(f'--config.{k}={flag_text(v)}' for k, v in overrides.items())]
+    check_point(config_args)
+    name = point_name(overrides)
+    if name in names:
+      raise UserError(f'the point {name} is listed twice' if names[name] == overrides else
+                      f'points {names[name]} and {overrides} have one directory name {name!r}')
+    names[name] = overrides
+    point_dir = os.path.join(workdir, name)
+    command = [sys.executable, os.path.relpath(TRAIN), *config_args, f'--workdir={point_dir}']
+    points.append(Point(overrides, name, point_dir, command))
+  return points
+
+
+# ---------------------------------------------------------------------------- running
+
+
+def is_done(point: Point) -> bool:
+  return os.path.exists(os.path.join(point.workdir, 'eval', 'test.json'))
+
+
+def available_cpus() -> list[int]:
+  if hasattr(os, 'sched_getaffinity'):
+    return sorted(os.sched_getaffinity(0))
+  return list(range(os.cpu_count() or 1))
+
+
+def cpu_sets(parallel: int) -> list[list[int]]:
+  """One CPU set per concurrent run (round robin when there are more runs than CPUs).
+  XLA sizes its thread pools by the CPUs a process may use, so pinning keeps parallel runs
+  off each other's cores. Measured with jax 0.10 on 2 CPUs: a matmul loop kept 5 threads
+  busy, with XLA_FLAGS=--xla_cpu_multi_thread_eigen=false too, and 2 when pinned to one CPU."""
+  cpus = available_cpus()
+  share = max(1, len(cpus) // parallel)
+  return [[cpus[(i * share + j) % len(cpus)] for j in range(share)] for i in range(parallel)]
+
+
+def point_env(cpus: list[int], parallel: int) -> dict:
+  # OMP_NUM_THREADS: OpenMP and BLAS pools (numpy, sentencepiece) to the run's CPU share.
+  # PYTHONUNBUFFERED: the log's last line is then train.py's error, not late stdout.
+  env = dict(os.environ, OMP_NUM_THREADS=str(len(cpus)), PYTHONUNBUFFERED='1')
+  if parallel > 1:   # runs sharing one accelerator: each takes memory as it needs it
+    env['XLA_PYTHON_CLIENT_PREALLOCATE'] = 'false'
+  return env
+
+
+def last_line(path: str) -> str:
+  """The last non-empty line of a log (progress bars redraw with \\r: their last state)."""
+  with open(path, errors='replace') as f:
+    lines = [line.strip() for line in re.split(r'[\r\n]', f.read()) if line.strip()]
+  return lines[-1] if lines else ''
+
+
+def start(point: Point, cpus: list[int], parallel: int) -> tuple[subprocess.Popen, object]:
+  os.makedirs(point.workdir, exist_ok=True)
+  log = open(os.path.join(point.workdir, 'sweep.log'), 'w')
+  pin = getattr(os, 'sched_setaffinity', None)
+  proc = subprocess.Popen(point.command, stdout=log, stderr=subprocess.STDOUT,
+                          env=point_env(cpus, parallel),
+                          preexec_fn=(lambda: pin(0, cpus)) if pin else None)
+  return proc, log
+
+
+def finish(point: Point, returncode: int, wall_s: float) -> dict:
+  """Writes DIR/<point>/sweep.json: the status, wall time and error of this attempt."""
+  done = returncode == 0 and is_done(point)
+  error = ''
+  if not done:
+    error = ((last_line(os.path.join(point.workdir, 'sweep.log')) or f'exit status {returncode}')
+             if returncode else
+             'exited before the end (no eval/test.json); run the sweep again to resume')
+  info = dict(status='done' if done else 'failed', returncode=returncode,
+              wall_s=round(wall_s, 1), error=error, overrides=point.overrides,
+              command=shlex.join(point.command))
+  with open(os.path.join(point.workdir, 'sweep.json'), 'w') as f:
+    json.dump(info, f, indent=1)
+  return info
+
+
+def run_points(points: list[Point], parallel: int) -> None:
+  """Runs the points not done yet, `parallel` at a time, each on its own CPU set."""
+  todo = []
+  for point in points:
+    if is_done(point):
+      print(f'{point.name}: done already, skipped')
+    else:
+      todo.append(point)
+  free = cpu_sets(parallel)
+  running = {}   # Popen -> (point, cpus, log file, start time)
+  count, total = 0, len(todo)
+  try:
+    while todo or running:
+      while todo and free:
+        point, cpus = todo.pop(0), free.pop(0)
+        count += 1
+        print(f'[{count}/{total}] {point.name}: started', flush=True)
+        proc, log = start(point, cpus, parallel)
+        running[proc] = (point, cpus, log, time.time())
+      time.sleep(0.2)
+      for proc in [p for p in running if p.poll() is not None]:
+        point, cpus, log, began = running.pop(proc)
+        log.close()
+        free.append(cpus)
+        info = finish(point, proc.returncode, time.time() - began)
+        detail = f': {info["error"]}' if info['error'] else ''
+        print(f'{point.name}: {info["status"]} in {info["wall_s"]:.0f} s{detail}', flush=True)
+  finally:
+    # Ctrl-C reaches the runs too (one process group) and train.py checkpoints before it
+    # exits: wait for that, so the sweep ends after its runs do.
+    for proc in running:
+      proc.wait()
+
+
+# ---------------------------------------------------------------------------- results
+
+
+def _read_json(path: str) -> dict:
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    return json.load(f)
+
+
+@functools.cache
+def _run_dir():
+  """attention.training.run_dir, imported (with jax) only when a finished run is counted."""
+  import jax
+  jax.config.update('jax_platforms', 'cpu')   # shapes only: leave any accelerator alone
+  from attention.training import run_dir
+  return run_dir
+
+
+def param_count(workdir: str) -> int | None:
+  """Parameters of the model in workdir/config.json (counted from shapes, not allocated)."""
+  if not os.path.exists(os.path.join(workdir, 'config.json')):
+    return None
+  run_dir = _run_dir()
+  return run_dir.param_counts(run_dir.load_config(workdir))['total']
+
+
+def result_row(point: Point) -> dict:
+  validation = metric_writer.read_metrics(point.workdir, 'validation')
+  records = {'validation': validation[-1] if validation else {},
+             'test': _read_json(os.path.join(point.workdir, 'eval', 'test.json'))}
+  info = _read_json(os.path.join(point.workdir, 'sweep.json'))
+  row = {k: flag_text(v) for k, v in point.overrides.items()}
+  row.update({column: records[split].get(key) for column, split, key in METRICS})
+  done = is_done(point)
+  row.update(params=param_count(point.workdir), wall_s=info.get('wall_s'),
+             status='done' if done else 'failed', error='' if done else info.get('error', ''))
+  return row
+
+
+def _cell(column: str, value) -> str:
+  if value is None:
+    return ''
+  if column == 'params':
+    return f'{value:,}'
+  if isinstance(value, float):
+    return f'{value:.1f}' if column == 'wall_s' else f'{value:.2f}'
+  return str(value).replace('|', '\\|')
+
+
+def write_results(points: list[Point], rows: list[dict], workdir: str) -> None:
+  """DIR/results.csv and DIR/results.md: the swept keys, then RESULT_COLUMNS."""
+  columns = [*dict.fromkeys(k for p in points for k in p.overrides), *RESULT_COLUMNS]
+  with open(os.path.join(workdir, 'results.csv'), 'w', newline='') as f:
+    writer = csv.DictWriter(f, columns)
+    writer.writeheader()
+    writer.writerows(rows)
+  lines = ['| ' + ' | '.join(columns) + ' |', '|' + '---|' * len(columns)]
+  lines += ['| ' + ' | '.join(_cell(c, row.get(c)) for c in columns) + ' |' for row in rows]
+  with open(os.path.join(workdir, 'results.md'), 'w') as f:
+    f.write('\n'.join(lines) + '\n')
+
+
+def plot(points: list[Point], rows: list[dict], metric: str, path: str) -> str | None:
+  """results.png: `metric` against the one key whose value varies; None when not 1-D."""
+  keys = list(dict.fromkeys(k for p in points for k in p.overrides))
+  varying = [k for k in keys if len({repr(p.overrides.get(k)) for p in points}) > 1]
+  if len(varying) != 1:
+    return None
+  key = varying[0]
+  # metrics.jsonl holds a non-finite value as a string ('nan'): not plotted.
+  pairs = [(p.overrides[key], row[metric]) for p, row in zip(points, rows)
+           if row['status'] == 'done' and isinstance(row[metric], (int, float))]
+  if not pairs:
+    return None
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  xs = [x for x, _ in pairs]
+  numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs)
+  if numeric:
+    pairs.sort()
+  positions = [x for x, _ in pairs] if numeric else list(range(len(pairs)))
+  fig, ax = plt.subplots(figsize=(5, 3.5))
+  ax.plot(positions, [y for _, y in pairs], 'o-')
+  if numeric and min(xs) > 0 and max(xs) >= 10 * min(xs):   # learning rates and the like
+    ax.set_xscale('log')
+  ax.minorticks_off()
+  # Ticks at the swept values, labelled as on the command line.
+  ax.set_xticks(positions, [flag_text(x) for x, _ in pairs])
+  ax.set_xlabel(key)
+  ax.set_ylabel(metric)
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
+def main():
+  if not _WORKDIR.value:
+    raise UserError('--workdir is required (the sweep directory, e.g. --workdir=runs/sweep)')
+  if _PARALLEL.value < 0:
+    raise UserError(f'--parallel={_PARALLEL.value}: allowed: an integer >= 1, or 0 (one per CPU)')
+  points = make_points(_WORKDIR.value)
+  if _PRINT_COMMANDS.value:
+    for point in points:
+      print(shlex.join(point.command))
+    return
+  os.makedirs(_WORKDIR.value, exist_ok=True)
+  to_run = sum(not is_done(p) for p in points)
+  parallel = _PARALLEL.value or max(1, min(len(available_cpus()), to_run))
+  run_points(points, parallel)
+  rows = [result_row(p) for p in points]
+  write_results(points, rows, _WORKDIR.value)
+  print(f'results: {os.path.join(_WORKDIR.value, "results.md")}')
+  png = plot(points, rows, _METRIC.value, os.path.join(_WORKDIR.value, 'results.png'))
+  if png:
+    print(f'plot: {png}')
+  failed = [row for row in rows if row['status'] != 'done']
+  if failed:
+    print(f'{len(failed)} of {len(rows)} points failed; their output is in '
+          f'{os.path.join(_WORKDIR.value, "<point>", "sweep.log")}', file=sys.stderr)
+    sys.exit(1)
+
+
+if __name__ == '__main__':
+  cli.main(main)

@@ -1,0 +1,192 @@
+"""scripts/sweep.py: grids of train.py runs, their results table and plot, re-runs that skip
+finished points, failed points, printed commands, bad input; the sweep-file helpers."""
+
+import csv
+import importlib
+import json
+import os
+import shlex
+
+import pytest
+
+from configs.sweeps import product, sweep, zip_
+from tests import e2e
+
+COPY_TINY = '--config=configs/default.py:task=copy,model=tiny'
+# Each point trains 4 steps of a 1-layer model and decodes 4 examples greedily.
+TINY = [COPY_TINY, '--config.model.num_layers=1', '--config.train.num_steps=4',
+        '--config.train.batch_size=8', '--config.data.max_length=24',
+        '--config.train.warmup_steps=2', '--config.train.log_every_steps=2',
+        '--config.eval.every_steps=4', '--config.eval.num_examples=4',
+        '--config.eval.test_examples=4', '--config.eval.batch_size=4',
+        '--config.eval.beam_size=1', '--config.checkpoint.every_steps=4']
+
+
+
+def sweep_run(*args):
+  return e2e.run('scripts/sweep.py', *args)
+
+
+def read_rows(workdir):
+  with open(os.path.join(workdir, 'results.csv'), newline='') as f:
+    return list(csv.DictReader(f))
+
+
+@pytest.fixture
+def lr_sweep(data_dir, once):
+  """A finished 2-point learning-rate sweep (both points at once, one CPU each), and
+  its stdout."""
+  def build(root):
+    out = sweep_run(*TINY, f'--config.data.data_dir={data_dir}', f'--workdir={root / "lr"}',
+                    '--sweep=train.learning_rate=[1e-3, 3e-3]')
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    return out.stdout
+
+  root, stdout = once('lr_sweep', build)
+  return root / 'lr', stdout
+
+
+@pytest.mark.slow
+def test_sweep_runs_every_point_and_tabulates(lr_sweep):
+  workdir, stdout = lr_sweep
+  names = ['train.learning_rate=0.001', 'train.learning_rate=0.003']
+  assert sorted(n for n in os.listdir(workdir) if os.path.isdir(workdir / n)) == names
+  rows = read_rows(workdir)
+  assert [r['train.learning_rate'] for r in rows] == ['0.001', '0.003']
+  for name, row, lr in zip(names, rows, (1e-3, 3e-3)):
+    assert row['status'] == 'done' and row['error'] == '', row
+    for key in ('val_bleu', 'val_exact_match', 'test_bleu', 'test_exact_match'):
+      assert 0.0 <= float(row[key]) <= 100.0, (key, row)
+    assert float(row['val_perplexity']) > 1.0
+    assert int(row['params']) > 0 and float(row['wall_s']) > 0
+    # The swept value and the fixed flags both reached the run.
+    config = json.loads((workdir / name / 'config.json').read_text())
+    assert config['train']['learning_rate'] == lr and config['train']['num_steps'] == 4
+    assert config['model']['num_layers'] == 1
+    info = json.loads((workdir / name / 'sweep.json').read_text())
+    assert info['status'] == 'done' and info['wall_s'] == float(row['wall_s'])
+    assert 'test @ step 4' in (workdir / name / 'sweep.log').read_text()
+  assert rows[0]['params'] == rows[1]['params']
+  table = (workdir / 'results.md').read_text().splitlines()
+  assert table[0].startswith('| train.learning_rate | val_bleu |') and len(table) == 4
+  assert table[2].startswith('| 0.001 |') and '| done |' in table[2]
+  # One key varies: results.png plots test exact match against it.
+  assert (workdir / 'results.png').read_bytes()[:4] == b'\x89PNG'
+  assert 'plot:' in stdout
+
+
+@pytest.mark.slow
+def test_rerun_skips_finished_points(lr_sweep, data_dir):
+  workdir, _ = lr_sweep
+  names = ['train.learning_rate=0.001', 'train.learning_rate=0.003']
+  before = {n: e2e.snapshot(workdir / n) for n in names}
+  rows_before = read_rows(workdir)
+  out = sweep_run(*TINY, f'--config.data.data_dir={data_dir}', f'--workdir={workdir}',
+                  '--sweep=train.learning_rate=[1e-3, 3e-3]')
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.count('done already, skipped') == 2 and 'started' not in out.stdout
+  assert {n: e2e.snapshot(workdir / n) for n in names} == before   # nothing trained or rewritten
+  assert read_rows(workdir) == rows_before   # the wall times of the first run are kept
+
+
+@pytest.mark.slow
+def test_failed_point_is_recorded_and_the_rest_run(data_dir, tmp_path):
+  """num_heads=3 does not divide d_model=64: train.py rejects it; the next point still runs
+  (one at a time, so it starts after the failure)."""
+  workdir = tmp_path / 'heads'
+  out = sweep_run(*TINY, f'--config.data.data_dir={data_dir}', f'--workdir={workdir}',
+                  '--config.train.learning_rate=1e-3', '--sweep=model.num_heads=[3, 4]',
+                  '--parallel=1')
+  assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
+  failed, done = read_rows(workdir)
+  assert failed['model.num_heads'] == '3' and failed['status'] == 'failed'
+  assert failed['error'].startswith('error: config.model.num_heads=3 must divide')
+  assert failed['test_exact_match'] == '' and failed['wall_s']
+  assert done['model.num_heads'] == '4' and done['status'] == 'done', done
+  log = (workdir / 'model.num_heads=3' / 'sweep.log').read_text().strip()
+  assert log.splitlines()[-1] == failed['error']
+  assert '1 of 2 points failed' in out.stderr
+  assert '| failed | error: config.model.num_heads=3' in (workdir / 'results.md').read_text()
+
+
+def test_print_commands_runs_nothing(tmp_path):
+  workdir = tmp_path / 'grid'
+  out = sweep_run(COPY_TINY, f'--workdir={workdir}', '--config.train.num_steps=7',
+                  "--sweep=train.schedule=[cosine, 'constant'] data.bucket_boundaries=[(8, 16)]",
+                  '--zip=model.num_layers=[1,2] model.d_ff=[64,128]', '--print_commands')
+  assert out.returncode == 0, out.stderr
+  assert not workdir.exists()
+  commands = [shlex.split(line) for line in out.stdout.splitlines()]
+  assert len(commands) == 4   # 2 schedules x 1 bucket list x 2 zipped (layers, d_ff)
+  first = commands[0]
+  assert first[1] == 'train.py' and first[2] == COPY_TINY
+  assert first[3:] == ['--config.train.num_steps=7', '--config.train.schedule=cosine',
+                       '--config.data.bucket_boundaries=(8, 16)', '--config.model.num_layers=1',
+                       '--config.model.d_ff=64',
+                       f'--workdir={workdir}/train.schedule=cosine,data.bucket_boundaries=_8,16_,'
+                       'model.num_layers=1,model.d_ff=64']
+  assert [c[-3:-1] for c in commands] == [
+      ['--config.model.num_layers=1', '--config.model.d_ff=64'],
+      ['--config.model.num_layers=2', '--config.model.d_ff=128']] * 2
+  assert [c[4] for c in commands] == ['--config.train.schedule=cosine'] * 2 + [
+      '--config.train.schedule=constant'] * 2
+
+
+def test_sweep_file_points_and_commands(tmp_path):
+  points = importlib.import_module('configs.sweeps.copy_lr_layers').get_sweep()
+  assert points == [{'model.num_layers': n, 'train.learning_rate': lr, 'train.warmup_steps': w}
+                    for n in (1, 2) for lr, w in ((1e-3, 25), (3e-3, 50), (1e-2, 100))]
+  out = sweep_run(COPY_TINY, f'--workdir={tmp_path / "file"}', '--print_commands',
+                  '--sweep_file=configs/sweeps/copy_lr_layers.py')
+  assert out.returncode == 0, out.stderr
+  lines = out.stdout.splitlines()
+  assert len(lines) == 6
+  assert lines[5].endswith('--config.model.num_layers=2 --config.train.learning_rate=0.01 '
+                           '--config.train.warmup_steps=100 --workdir=' + str(tmp_path / 'file') +
+                           '/model.num_layers=2,train.learning_rate=0.01,train.warmup_steps=100')
+
+
+def test_helpers():
+  assert sweep('a', [1, 2]) == [{'a': 1}, {'a': 2}]
+  assert product(sweep('a', [1, 2]), sweep('b', ['x', 'y'])) == [
+      {'a': 1, 'b': 'x'}, {'a': 1, 'b': 'y'}, {'a': 2, 'b': 'x'}, {'a': 2, 'b': 'y'}]
+  assert zip_(sweep('a', [1, 2]), sweep('b', [3, 4])) == [{'a': 1, 'b': 3}, {'a': 2, 'b': 4}]
+  assert product(sweep('c', [0]), zip_(sweep('a', [1, 2]), sweep('b', [3, 4]))) == [
+      {'c': 0, 'a': 1, 'b': 3}, {'c': 0, 'a': 2, 'b': 4}]
+  assert product() == [{}] and product(sweep('a', [])) == []
+  with pytest.raises(ValueError, match='different lengths'):
+    zip_(sweep('a', [1, 2]), sweep('b', [3]))
+  with pytest.raises(ValueError, match='a is swept twice'):
+    product(sweep('a', [1]), sweep('a', [2]))
+
+
+ERROR_CASES = [
+    # (arguments besides --config and --workdir, words the message must contain)
+    (['--sweep=train.learning_rat=[1e-3]'], ["'learning_rat'", 'config.train', 'learning_rate']),
+    (['--sweep=model.num_layers=[1.5]'], ['--config.model.num_layers=1.5']),
+    (['--sweep=model.num_layers=2'], ['--sweep', 'KEY=[V1,V2,...]']),
+    (['--sweep=model.num_layers=[1,2'], ['--sweep', 'unclosed']),
+    (['--sweep=model.num_layers=[]'], ['model.num_layers', 'empty']),
+    (['--zip=model.num_layers=[1,2] model.d_ff=[64]'], ['different lengths']),
+    ([], ['nothing to sweep']),
+    (['--sweep=model.num_layers=[1]', '--config.model.num_layers=2'],
+     ['model.num_layers', 'both fixed and swept']),
+    (['--sweep=model.num_layers=[1,1]'], ['model.num_layers=1', 'twice']),
+    (['--sweep=model.num_layers=[1]', '--config.train.nope=1'], ["'nope'", 'allowed']),
+    (['--sweep=model.num_layers=[1]', '--metric=loss'], ['--metric', 'test_exact_match']),
+    (['--sweep_file=configs/sweeps/missing.py'], ['no such file']),
+    (['--sweep_file=configs/default.py'], ['no get_sweep()']),
+]
+
+
+@pytest.mark.parametrize('args,words', ERROR_CASES,
+                         ids=[' '.join(a) or 'no sweep' for a, _ in ERROR_CASES])
+def test_bad_input_is_one_line_and_runs_nothing(args, words, tmp_path):
+  workdir = tmp_path / 'sweep'
+  out = sweep_run(COPY_TINY, f'--workdir={workdir}', *args)
+  assert out.returncode == 2, (out.stdout, out.stderr)
+  lines = out.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith('error: '), out.stderr
+  for word in words:
+    assert word in lines[0], (word, lines[0])
+  assert not workdir.exists()
