@@ -42,6 +42,12 @@ def test_parameter_count_of_paper_presets(preset, expected):
   assert abs(count - {'base': 65e6, 'big': 213e6}[preset]) / count < 0.05
 
 
+@nnx.jit(static_argnames='deterministic')
+def forward(model, src, tgt, deterministic=True):
+  """The model's logits, compiled once per shape (eager calls dispatch op by op)."""
+  return model(src, tgt, deterministic=deterministic)
+
+
 def random_pair(rng, b=2, s=9, t=7, vocab=50):
   src = rng.integers(3, vocab, (b, s))
   tgt = rng.integers(3, vocab, (b, t))
@@ -55,12 +61,13 @@ def test_future_target_tokens_do_not_leak(positional):
   model, _ = build(positional=positional)
   rng = np.random.default_rng(0)
   src, tgt = random_pair(rng)
-  logits = model(src, tgt)
+  logits = forward(model, src, tgt)
   assert logits.shape == (2, 7, 50) and logits.dtype == jnp.float32
   t = 3
   changed = tgt.at[:, t + 1:].set(jnp.asarray(rng.integers(3, 50, (2, 7 - t - 1))))
-  np.testing.assert_allclose(model(src, changed)[:, :t + 1], logits[:, :t + 1], atol=1e-5)
-  assert not np.allclose(model(src, changed)[0, t + 1:], logits[0, t + 1:], atol=1e-3)
+  changed_logits = forward(model, src, changed)
+  np.testing.assert_allclose(changed_logits[:, :t + 1], logits[:, :t + 1], atol=1e-5)
+  assert not np.allclose(changed_logits[0, t + 1:], logits[0, t + 1:], atol=1e-3)
 
 
 @pytest.mark.parametrize('kernel', ['flash', 'reference', 'xla'])
@@ -68,9 +75,9 @@ def test_source_padding_changes_nothing(kernel):
   model, _ = build(kernel=kernel, norm='post')
   rng = np.random.default_rng(1)
   src, tgt = random_pair(rng, b=1)
-  padded = model(src, tgt)
-  trimmed = model(src[:, :6], tgt)
-  more_padding = model(jnp.pad(src, ((0, 0), (0, 5))), tgt)
+  padded = forward(model, src, tgt)
+  trimmed = forward(model, src[:, :6], tgt)
+  more_padding = forward(model, jnp.pad(src, ((0, 0), (0, 5))), tgt)
   np.testing.assert_allclose(padded, trimmed, atol=1e-5)
   np.testing.assert_allclose(padded, more_padding, atol=1e-5)
 
@@ -78,9 +85,9 @@ def test_source_padding_changes_nothing(kernel):
 def test_dropout_is_active_only_when_training():
   model, _ = build()
   src, tgt = random_pair(np.random.default_rng(2))
-  eval_a = model(src, tgt, deterministic=True)
-  eval_b = model(src, tgt, deterministic=True)
-  train = model(src, tgt, deterministic=False)
+  eval_a = forward(model, src, tgt)
+  eval_b = forward(model, src, tgt)
+  train = forward(model, src, tgt, deterministic=False)
   np.testing.assert_array_equal(eval_a, eval_b)
   assert not np.allclose(train, eval_a, atol=1e-4)
 

@@ -39,8 +39,12 @@ class TaskData:
 
   def texts(self, split: str, limit: int = 0):
     """(source, target) strings of the first `limit` (0 = all) examples."""
-    n = len(self.sources[split])
-    return [self.pair(split, i) for i in range(min(n, limit) if limit else n)]
+    source = self.sources[split]
+    indices = list(range(min(len(source), limit) if limit else len(source)))
+    # One batched read is ~4x faster than a read per record (TFDS data sources).
+    records = (source.__getitems__(indices) if hasattr(source, '__getitems__')
+               else [source[i] for i in indices])
+    return [(_text(r[self.source_key]), _text(r[self.target_key])) for r in records]
 
 
 def _text(value) -> str:
