@@ -61,16 +61,17 @@ def one_device(data_dir, once):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('mesh', [(4, 2), (8, 1)])
-def test_eight_devices_log_the_losses_of_one(one_device, data_dir, tmp_path, mesh):
+@pytest.mark.parametrize('mesh,fsdp', [((4, 2), False), ((8, 1), True)],
+                         ids=['4x2-tensor-parallel', '8x1-fsdp'])
+def test_eight_devices_log_the_losses_of_one(one_device, data_dir, tmp_path, mesh, fsdp):
   reference = losses(one_device)
   workdir = tmp_path / 'run'
   out = train(workdir, data_dir, 20, f'--config.mesh.data={mesh[0]}',
-              f'--config.mesh.model={mesh[1]}', devices=8)
+              f'--config.mesh.model={mesh[1]}', f'--config.mesh.fsdp={fsdp}', devices=8)
   layout = next(line for line in out.stdout.splitlines() if line.startswith('mesh '))
   assert f'mesh data={mesh[0]} x model={mesh[1]} over 8 device(s)' in layout
   split = int(layout.split(': ')[1].split()[0])
-  assert (split > 0) == (mesh[1] > 1), layout   # heads and d_ff split only on a model axis
+  assert split > 0, layout   # heads and d_ff over `model`, or d_model over `data` (FSDP)
   got = losses(workdir)
   assert sorted(got) == list(range(2, 21, 2))
   for step, loss in got.items():
