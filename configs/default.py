@@ -8,6 +8,11 @@ The config string takes comma-separated key=value pairs (as big_vision does):
   task=lang|copy|reverse|sort|addition   the toy_translation builder config
   model=tiny|small|base|big|lstm         model preset (configs/models.py)
 Any field can then be overridden from the command line: --config.model.num_heads=8.
+
+Result (`make train`, this config, 2-core AMD EPYC, 2026-11-22): test BLEU 99.96, exact
+match 99.80%, token accuracy 99.98% (2000 sentences, beam 4); validation exact match
+96.5% at step 400 and 100% at 800 (200 sentences). Wall time 33 minutes, 30:48 of them
+training at ~2 s/step: over the 10-minute target on that machine (see README, Results).
 """
 
 import ml_collections
