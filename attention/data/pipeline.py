@@ -115,10 +115,6 @@ def _shard_batches(source, tokenizer, *, source_key, target_key, max_length, row
 
 class _ConcatRowsIterator(grain.DatasetIterator):
 
-  def __init__(self, parents, boundaries):
-    super().__init__(parents)
-    self._boundaries = boundaries
-
   def __next__(self) -> dict:
     parts = [next(p) for p in self._parents]
     if 'src_segment_ids' not in parts[0]:   # unpacked: pad every part to the longest bucket
@@ -138,12 +134,11 @@ class _ConcatRowsIterator(grain.DatasetIterator):
 class ConcatRowsIterDataset(grain.IterDataset):
   """One batch from each parent, stacked row-wise (parent 0's rows first)."""
 
-  def __init__(self, parents, bucket_boundaries):
+  def __init__(self, parents):
     super().__init__(list(parents))
-    self._boundaries = tuple(bucket_boundaries)
 
   def __iter__(self):
-    return _ConcatRowsIterator([iter(p) for p in self._parents], self._boundaries)
+    return _ConcatRowsIterator([iter(p) for p in self._parents])
 
 
 def train_dataset(source, tokenizer, *, source_key: str, target_key: str, max_length: int,
@@ -169,7 +164,7 @@ def train_dataset(source, tokenizer, *, source_key: str, target_key: str, max_le
                               bucket_boundaries=bucket_boundaries, seed=seed, shard_index=i,
                               shard_count=shard_count)
                for i in shards]
-  it = per_shard[0] if len(per_shard) == 1 else ConcatRowsIterDataset(per_shard, bucket_boundaries)
+  it = per_shard[0] if len(per_shard) == 1 else ConcatRowsIterDataset(per_shard)
   if num_workers > 0:
     return it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
   # One background thread prepares the next batches while the device computes (packing

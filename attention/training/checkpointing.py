@@ -25,6 +25,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from attention.errors import UserError
+from attention.training import distributed
 
 LATEST_DIR, BEST_DIR, CORRUPT_DIR = 'checkpoints', 'checkpoints_best', 'checkpoints_corrupt'
 BEST_METRIC = 'bleu'
@@ -194,7 +195,6 @@ class Checkpoints:
         shutil.move(self.latest.step_dir(step), destination)
         if os.path.exists(self.latest.manifest_path(step)):
           shutil.move(self.latest.manifest_path(step), destination + '.manifest.json')
-    from attention.training import distributed
     distributed.barrier('checkpoints-set-aside')
     self.latest.reopen()
 
