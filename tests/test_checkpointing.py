@@ -101,3 +101,23 @@ def test_manifests_follow_the_kept_steps(tmp_path):
   ckpts.close()
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['2', '3']
   assert sorted(os.listdir(tmp_path / 'checkpoints_manifests')) == ['2.json', '3.json']
+
+
+def test_the_log_window_travels_with_its_step(tmp_path):
+  """The train steps not yet logged are saved as JSON beside the state (none: None)."""
+  window = {'steps': [{'loss': 3.5, 'finite': 1.0}, {'loss': float('nan'), 'finite': 0.0}],
+            'real_tokens': 70, 'slots': 96, 'skipped': 1}
+  ckpts = checkpointing.Checkpoints(str(tmp_path), keep=3)
+  ckpts.save(1, state(1))
+  ckpts.save(2, state(2), log_window=window)
+  ckpts.close()
+  ckpts = checkpointing.Checkpoints(str(tmp_path), keep=3, create=False)
+  try:
+    assert ckpts.log_window(1) is None
+    got = ckpts.log_window(2)
+  finally:
+    ckpts.close()
+  assert got['steps'][0] == window['steps'][0] and np.isnan(got['steps'][1]['loss'])
+  assert {k: got[k] for k in ('real_tokens', 'slots', 'skipped')} == {
+      'real_tokens': 70, 'slots': 96, 'skipped': 1}
+  assert restore(tmp_path)[1] == 2   # the manifest covers the log item too

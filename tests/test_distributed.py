@@ -159,7 +159,7 @@ def test_sigkill_at_random_moments_then_rerun_is_bit_for_bit(one_device, data_di
   workdir = tmp_path / 'run'
   command = [sys.executable, os.path.join(e2e.ROOT, 'train.py'), *RUN,
              f'--config.data.data_dir={data_dir}', '--config.train.num_steps=24',
-             '--config.checkpoint.every_steps=2', f'--workdir={workdir}']
+             '--config.checkpoint.every_steps=3', f'--workdir={workdir}']
   kills = 0
   while kills < 5:
     proc = subprocess.Popen(command, cwd=e2e.ROOT, env=e2e.environment(),
@@ -174,7 +174,7 @@ def test_sigkill_at_random_moments_then_rerun_is_bit_for_bit(one_device, data_di
     proc.wait()
     proc.stderr.close()
     kills += 1
-  train(workdir, data_dir, 24, '--config.checkpoint.every_steps=2')
+  train(workdir, data_dir, 24, '--config.checkpoint.every_steps=3')
   assert losses(workdir) == losses(one_device), f'kill seed {seed}'
   _, got = final_state(workdir)
   _, expected = final_state(one_device)

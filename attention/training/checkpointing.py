@@ -1,6 +1,7 @@
 """Orbax checkpoints of a run: the latest few, and the best by validation BLEU.
 
-  DIR/checkpoints/<step>/             state (TrainState) + data (grain iterator position)
+  DIR/checkpoints/<step>/             state (TrainState), data (grain iterator position) and
+                                      log (JSON: the train steps not yet in metrics.jsonl)
   DIR/checkpoints_best/<step>/        state only, with its validation metrics
   DIR/checkpoints{,_best}_manifests/  <step>.json: size and SHA-256 of every file
   DIR/checkpoints_corrupt/<step>/     checkpoints found damaged, moved aside (never deleted)
@@ -125,10 +126,12 @@ class Checkpoints:
   def latest_step(self) -> int | None:
     return self.latest.manager.latest_step()
 
-  def save(self, step: int, state, data_iterator=None) -> None:
+  def save(self, step: int, state, data_iterator=None, log_window: dict | None = None) -> None:
     items = {'state': ocp.args.StandardSave(state)}
     if data_iterator is not None:
       items['data'] = grain.checkpoint.CheckpointSave(data_iterator)
+    if log_window is not None:
+      items['log'] = ocp.args.JsonSave(log_window)
     self.latest.manager.save(step, args=ocp.args.Composite(**items), force=True)
     self.latest.write_manifest(step)
 
@@ -137,6 +140,14 @@ class Checkpoints:
                            metrics={k: float(v) for k, v in metrics.items()}, force=True)
     if self.best.manager.best_step() == step:
       self.best.write_manifest(step)
+
+  def log_window(self, step: int) -> dict | None:
+    """The JSON `log_window` saved with a latest step (None if it was saved without)."""
+    if not os.path.isdir(os.path.join(self.latest.step_dir(step), 'log')):
+      return None
+    restored = self.latest.manager.restore(
+        step, args=ocp.args.Composite(log=ocp.args.JsonRestore()))
+    return restored['log']
 
   def _items(self, abstract_state, data_iterator):
     items = {'state': ocp.args.StandardRestore(abstract_state)}

@@ -60,17 +60,19 @@ def prepare(config, workdir: str | None) -> Setup:
   tokenizer = tasks.load_tokenizer(workdir) if workdir else None
   new = tokenizer is None
   if new:
-    model_dir = tempfile.mkdtemp(prefix='attention-tok-')
-    tokenizer = tasks.build_tokenizer(data, model_dir, kind=config.data.tokenizer,
-                                      vocab_size=config.data.vocab_size)
+    # A SentencePiece model is trained into a scratch directory and held in memory;
+    # it reaches the run directory only when training starts (_save_tokenizer).
+    with tempfile.TemporaryDirectory(prefix='attention-tok-') as model_dir:
+      tokenizer = tasks.build_tokenizer(data, model_dir, kind=config.data.tokenizer,
+                                        vocab_size=config.data.vocab_size)
   return Setup(run_dir.resolve(config, tokenizer.vocab_size), data, tokenizer, new)
 
 
 def _save_tokenizer(tokenizer, workdir):
   if getattr(tokenizer, 'model_path', None):   # SentencePiece: keep its model in the run
-    import shutil
     target = os.path.join(workdir, os.path.basename(tokenizer.model_path))
-    shutil.copyfile(tokenizer.model_path, target)
+    with open(target, 'wb') as f:
+      f.write(tokenizer.sp.serialized_model_proto())
     tokenizer.model_path = target
   tasks.save_tokenizer(tokenizer, workdir)
 
@@ -153,6 +155,8 @@ def train_and_evaluate(config, workdir: str, *, log=print) -> dict | None:
     evaluator = make_evaluator(config, graphdef, rest, tokenizer)
     loop = _TrainLoop(config, graphdef, rest, tx, schedule, ckpts, writer, evaluator, data,
                       mesh, state_shardings, log=log)
+    if start:
+      loop.window = ckpts.log_window(start) or loop.window
     with preemption.StopRequest() as stop:
       state = loop.run(state, train_iter, start=start, stop=stop)
     if stop.requested:
@@ -192,41 +196,57 @@ class _TrainLoop:
         state_sharding=state_shardings, batch_sharding=sharding.batch_sharding(mesh))
     self.val_split = 'validation' if 'validation' in data.sources else 'test'
     self.val_pairs = data.texts(self.val_split, config.eval.num_examples)
-    self.pending, self.real_tokens, self.slots, self.skipped = [], 0, 0, 0
-    self.timer = time.perf_counter()
+    # The log window: the steps since the last log line. It travels with a checkpoint
+    # written between log steps, so a preempted run logs what an uninterrupted one does.
+    self.window = {'steps': [], 'real_tokens': 0, 'slots': 0, 'skipped': 0}
+    self.pending = []   # (step, device metrics) not yet fetched into the window
+    self.restart_timer()
 
-  def flush(self, step):
-    """Logs the steps since the last log; stops on a non-finite step."""
-    tc = self.config.train
+  def fetch_pending(self):
+    """Moves the device metrics into the window; stops on a non-finite step."""
     if not self.pending:
-      return None
+      return
     host = jax.device_get([m for _, m in self.pending])
     for (s, _), m in zip(self.pending, host):
+      m = {k: float(v) for k, v in m.items()}
       if not m['finite']:
-        if not tc.skip_nonfinite:
+        if not self.config.train.skip_nonfinite:
           what = 'loss' if not np.isfinite(m['loss']) else 'gradient norm'
           raise TrainingDiverged(f'step {s + 1}: the {what} is not finite (loss={m["loss"]}, '
                                  f'grad_norm={m["grad_norm"]}); the last checkpoint is intact. '
                                  'Lower train.learning_rate or set train.skip_nonfinite=True')
-        self.skipped += 1
+        self.window['skipped'] += 1
+      self.window['steps'].append(m)
+    self.pending = []
+
+  def flush(self, step):
+    """Logs the window (the steps since the last log line) and empties it."""
+    self.fetch_pending()
+    w = self.window
+    if not w['steps']:
+      return None
     elapsed = time.perf_counter() - self.timer
-    good = [m for m in host if m['finite']] or host
+    good = [m for m in w['steps'] if m['finite']] or w['steps']
     record = {'loss': _mean(good, 'loss'), 'nll': _mean(good, 'nll'),
               'accuracy': 100.0 * _mean(good, 'accuracy'), 'grad_norm': _mean(good, 'grad_norm'),
               'learning_rate': float(self.schedule(step - 1)),
-              'steps_per_s': len(host) / elapsed,
-              'tokens_per_s': self.real_tokens / elapsed,   # non-padding source + target tokens
-              'padding_fraction': 1.0 - self.real_tokens / max(self.slots, 1),
-              'skipped_steps': self.skipped}
+              # Only the steps this process ran and timed (a resumed window is partly older).
+              'steps_per_s': self.timed_steps / elapsed,
+              'tokens_per_s': self.timed_tokens / elapsed,   # non-padding source + target tokens
+              'padding_fraction': 1.0 - w['real_tokens'] / max(w['slots'], 1),
+              'skipped_steps': w['skipped']}
     self.writer.write(step, 'train', record)
-    self.pending, self.real_tokens, self.slots = [], 0, 0
-    self.timer = time.perf_counter()
+    self.window.update(steps=[], real_tokens=0, slots=0)
+    self.restart_timer()
     return record
 
+  def restart_timer(self):
+    self.timer, self.timed_steps, self.timed_tokens = time.perf_counter(), 0, 0
+
   def save(self, done, state, train_iter):
-    self.flush(done)
-    self.ckpts.save(done, state, train_iter)
-    self.timer = time.perf_counter()
+    self.fetch_pending()   # never checkpoint past a non-finite step that should stop the run
+    self.ckpts.save(done, state, train_iter, log_window=self.window)
+    self.restart_timer()
 
   def run(self, state, train_iter, *, start, stop):
     config, tc = self.config, self.config.train
@@ -237,9 +257,11 @@ class _TrainLoop:
       for step in range(start, tc.num_steps):
         local = next(train_iter)
         # Every process counts its own rows; the totals are pcount times as many.
-        self.real_tokens += pcount * int(np.count_nonzero(local['src'])
-                                         + np.count_nonzero(local['tgt_out']))
-        self.slots += pcount * (local['src'].size + local['tgt_out'].size)
+        real = pcount * int(np.count_nonzero(local['src']) + np.count_nonzero(local['tgt_out']))
+        self.window['real_tokens'] += real
+        self.window['slots'] += pcount * (local['src'].size + local['tgt_out'].size)
+        self.timed_steps += 1
+        self.timed_tokens += real
         state, metrics = self.train_step(state, sharding.global_batch(local, self.mesh))
         self.pending.append((step, metrics))
         done = step + 1
@@ -254,7 +276,7 @@ class _TrainLoop:
           self.writer.write(done, self.val_split, metrics)
           self.ckpts.save_best(done, state, metrics)
           bar.write(evaluator_lib.summary_line(self.val_split, done, metrics))
-          self.timer = time.perf_counter()
+          self.restart_timer()
         saved = done % config.checkpoint.every_steps == 0 or last
         if saved:
           self.save(done, state, train_iter)
