@@ -38,6 +38,7 @@ import json
 import os
 import re
 import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -60,7 +61,7 @@ METRICS = (('val_bleu', 'validation', 'bleu'), ('val_exact_match', 'validation',
            ('val_perplexity', 'validation', 'perplexity'), ('test_bleu', 'test', 'bleu'),
            ('test_exact_match', 'test', 'exact_match'))
 METRIC_NAMES = tuple(column for column, _, _ in METRICS)
-RESULT_COLUMNS = (*METRIC_NAMES, 'params', 'wall_s', 'status', 'error')
+RESULT_COLUMNS = (*METRIC_NAMES, 'params', 'train_ms_per_step', 'wall_s', 'status', 'error')
 
 _CONFIG = cli.define_config_flag('Base config of every point, as for train.py.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Sweep directory: a run directory per point, '
@@ -72,8 +73,15 @@ _SWEEP_FILE = flags.DEFINE_string('sweep_file', None,
                                   'A Python file whose get_sweep() returns a list of override '
                                   "dicts, e.g. configs/sweeps/copy_lr_layers.py.")
 _PARALLEL = flags.DEFINE_integer('parallel', 0, 'Points run at a time (0 = one per CPU).')
-_METRIC = flags.DEFINE_enum('metric', 'test_exact_match', METRIC_NAMES,
-                            'The metric results.png plots.')
+_METRIC = flags.DEFINE_string('metric', 'test_exact_match',
+                              f'The column results.png plots: {", ".join(METRIC_NAMES)}, '
+                              'train_ms_per_step, <split>_bleu or <split>_exact_match of a '
+                              'split in config.eval.extra_splits, or em_words_LO-HI.')
+PLOTTABLE = re.compile(r'(\w+_(bleu|exact_match)|val_perplexity|train_ms_per_step|'
+                       r'em_words_\d+-\d+)')
+_LENGTH_BINS = flags.DEFINE_list('length_bins', [], 'Source lengths in words, as LO-HI ranges '
+                                  '(1-10,11-20,...): an exact-match column per range over every '
+                                  'scored split but validation, and results_by_length.png.')
 _PRINT_COMMANDS = flags.DEFINE_bool('print_commands', False,
                                     'Print the train.py command of every point (shell-quoted, '
                                     'one a line) instead of running them.')
@@ -357,6 +365,16 @@ def _run_dir():
   return run_dir
 
 
+def _evaluator():
+  from attention.evaluation import evaluator
+  return evaluator
+
+
+def _scores():
+  from attention.evaluation import scores
+  return scores
+
+
 def param_count(workdir: str) -> int | None:
   """Parameters of the model in workdir/config.json (counted from shapes, not allocated)."""
   if not os.path.exists(os.path.join(workdir, 'config.json')):
@@ -365,16 +383,72 @@ def param_count(workdir: str) -> int | None:
   return run_dir.param_counts(run_dir.load_config(workdir))['total']
 
 
-def result_row(point: Point) -> dict:
+def extra_splits(point: Point) -> list[str]:
+  return extra_splits_of(point.workdir)
+
+
+def extra_splits_of(workdir: str) -> list[str]:
+  """Splits besides test that the run scored at the end (config.eval.extra_splits)."""
+  eval_dir = os.path.join(workdir, 'eval')
+  if not os.path.isdir(eval_dir):
+    return []
+  return sorted(name[:-5] for name in os.listdir(eval_dir)
+                if name.endswith('.json') and name != 'test.json')
+
+
+def extra_columns(split: str) -> list[str]:
+  return [f'{split}_bleu', f'{split}_exact_match']
+
+
+def median_ms_per_step(workdir: str) -> float | None:
+  """Median training time per step over the logged windows, the first (compilation) aside."""
+  rates = [r['steps_per_s'] for r in metric_writer.read_metrics(workdir, 'train')][1:]
+  rates = [r for r in rates if isinstance(r, (int, float)) and r > 0]
+  return 1000.0 / statistics.median(rates) if rates else None
+
+
+def parse_bins(texts: list[str]) -> list[tuple[int, int]]:
+  bins = []
+  for text in texts:
+    lo, sep, hi = text.partition('-')
+    if not (sep and lo.isdigit() and hi.isdigit() and 0 < int(lo) <= int(hi)):
+      raise UserError(f'--length_bins: {text!r} is not a range LO-HI of source lengths in words '
+                      '(e.g. 1-10,11-20)')
+    bins.append((int(lo), int(hi)))
+  return bins
+
+
+def bin_column(lo: int, hi: int) -> str:
+  return f'em_words_{lo}-{hi}'
+
+
+def exact_match_by_length(workdir: str, bins: list[tuple[int, int]]) -> dict:
+  """Exact match (%) per source-length bin over the scored sentences of every split but
+  validation (DIR/eval/<split>.tsv); None for an empty bin."""
+  rows = []
+  for split in ['test', *extra_splits_of(workdir)]:
+    if os.path.exists(os.path.join(workdir, 'eval', f'{split}.tsv')):
+      rows += _evaluator().read_predictions(workdir, split)
+  scores = _scores().exact_match_by_length(rows, bins)
+  return {bin_column(lo, hi): score for (lo, hi), score in zip(bins, scores)}
+
+
+def result_row(point: Point, bins: list[tuple[int, int]] = ()) -> dict:
   validation = metric_writer.read_metrics(point.workdir, 'validation')
   records = {'validation': validation[-1] if validation else {},
              'test': _read_json(os.path.join(point.workdir, 'eval', 'test.json'))}
   info = _read_json(os.path.join(point.workdir, 'sweep.json'))
   row = {k: flag_text(v) for k, v in point.overrides.items()}
   row.update({column: records[split].get(key) for column, split, key in METRICS})
+  for split in extra_splits(point):
+    record = _read_json(os.path.join(point.workdir, 'eval', f'{split}.json'))
+    row.update(zip(extra_columns(split), (record.get('bleu'), record.get('exact_match'))))
+  if bins:
+    row.update(exact_match_by_length(point.workdir, bins))
   done = is_done(point)
-  row.update(params=param_count(point.workdir), wall_s=info.get('wall_s'),
-             status='done' if done else 'failed', error='' if done else info.get('error', ''))
+  row.update(params=param_count(point.workdir), train_ms_per_step=median_ms_per_step(point.workdir),
+             wall_s=info.get('wall_s'), status='done' if done else 'failed',
+             error='' if done else info.get('error', ''))
   return row
 
 
@@ -388,9 +462,14 @@ def _cell(column: str, value) -> str:
   return str(value).replace('|', '\\|')
 
 
-def write_results(points: list[Point], rows: list[dict], workdir: str) -> None:
-  """DIR/results.csv and DIR/results.md: the swept keys, then RESULT_COLUMNS."""
-  columns = [*dict.fromkeys(k for p in points for k in p.overrides), *RESULT_COLUMNS]
+def write_results(points: list[Point], rows: list[dict], workdir: str,
+                  bins: list[tuple[int, int]] = ()) -> None:
+  """DIR/results.csv and DIR/results.md: the swept keys, the metrics (those of extra
+  splits and length bins too), then the rest of RESULT_COLUMNS."""
+  extra = [*dict.fromkeys(c for p in points for s in extra_splits(p) for c in extra_columns(s))]
+  metrics = [*METRIC_NAMES, *extra, *(bin_column(lo, hi) for lo, hi in bins)]
+  columns = [*dict.fromkeys(k for p in points for k in p.overrides), *metrics,
+             *RESULT_COLUMNS[len(METRIC_NAMES):]]
   with open(os.path.join(workdir, 'results.csv'), 'w', newline='') as f:
     writer = csv.DictWriter(f, columns)
     writer.writeheader()
@@ -409,8 +488,8 @@ def plot(points: list[Point], rows: list[dict], metric: str, path: str) -> str |
     return None
   key = varying[0]
   # metrics.jsonl holds a non-finite value as a string ('nan'): not plotted.
-  pairs = [(p.overrides[key], row[metric]) for p, row in zip(points, rows)
-           if row['status'] == 'done' and isinstance(row[metric], (int, float))]
+  pairs = [(p.overrides[key], row.get(metric)) for p, row in zip(points, rows)
+           if row['status'] == 'done' and isinstance(row.get(metric), (int, float))]
   if not pairs:
     return None
   import matplotlib
@@ -437,11 +516,44 @@ def plot(points: list[Point], rows: list[dict], metric: str, path: str) -> str |
   return path
 
 
+def plot_by_length(points: list[Point], rows: list[dict], bins, path: str) -> str | None:
+  """results_by_length.png: exact match against source length, a line per point."""
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(6.5, 4))
+  centers = [(lo + hi) / 2 for lo, hi in bins]
+  drawn = 0
+  for point, row in zip(points, rows):
+    ys = [row.get(bin_column(lo, hi)) for lo, hi in bins]
+    if row['status'] != 'done' or all(y is None for y in ys):
+      continue
+    xs = [x for x, y in zip(centers, ys) if y is not None]
+    ax.plot(xs, [y for y in ys if y is not None], 'o-', label=point.name)
+    drawn += 1
+  if not drawn:
+    plt.close(fig)
+    return None
+  ax.set_xticks(centers, [f'{lo}-{hi}' for lo, hi in bins])
+  ax.set_xlabel('source length (words)')
+  ax.set_ylabel('exact match (%)')
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
 def main():
   if not _WORKDIR.value:
     raise UserError('--workdir is required (the sweep directory, e.g. --workdir=runs/sweep)')
   if _PARALLEL.value < 0:
     raise UserError(f'--parallel={_PARALLEL.value}: allowed: an integer >= 1, or 0 (one per CPU)')
+  if not PLOTTABLE.fullmatch(_METRIC.value):
+    raise UserError(f'--metric={_METRIC.value}: allowed: {", ".join(METRIC_NAMES)}, '
+                    'train_ms_per_step, <split>_bleu, <split>_exact_match, em_words_LO-HI')
+  bins = parse_bins(_LENGTH_BINS.value)
   points = make_points(_WORKDIR.value)
   if _PRINT_COMMANDS.value:
     for point in points:
@@ -451,11 +563,14 @@ def main():
   to_run = sum(not is_done(p) for p in points)
   parallel = _PARALLEL.value or max(1, min(len(available_cpus()), to_run))
   run_points(points, parallel)
-  rows = [result_row(p) for p in points]
-  write_results(points, rows, _WORKDIR.value)
+  rows = [result_row(p, bins) for p in points]
+  write_results(points, rows, _WORKDIR.value, bins)
   print(f'results: {os.path.join(_WORKDIR.value, "results.md")}')
-  png = plot(points, rows, _METRIC.value, os.path.join(_WORKDIR.value, 'results.png'))
-  if png:
+  pngs = [plot(points, rows, _METRIC.value, os.path.join(_WORKDIR.value, 'results.png'))]
+  if bins:
+    pngs.append(plot_by_length(points, rows, bins,
+                               os.path.join(_WORKDIR.value, 'results_by_length.png')))
+  for png in filter(None, pngs):
     print(f'plot: {png}')
   failed = [row for row in rows if row['status'] != 'done']
   if failed:

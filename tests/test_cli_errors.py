@@ -69,6 +69,8 @@ TRAIN_CASES = [
     (['--config.train.learning_rate=-1.0'], ['train.learning_rate']),
     (['--config.train.schedule=linear'], ['train.schedule', 'rsqrt', 'cosine']),
     (['--config.eval.beam_size=0'], ['eval.beam_size']),
+    (["--config.eval.extra_splits=('test_longer',)"], ['eval.extra_splits', 'test_longer',
+                                                       'test_long']),
     (['--config.checkpoint.keep=0'], ['checkpoint.keep']),
     (['--config.mesh.data=3'], ['config.mesh', 'device']),
     (['--config.mesh.model=0'], ['mesh.model']),

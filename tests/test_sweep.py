@@ -9,6 +9,7 @@ import shlex
 
 import pytest
 
+from attention.evaluation import evaluator, scores
 from configs.sweeps import product, sweep, zip_
 from tests import e2e
 
@@ -20,6 +21,9 @@ TINY = [COPY_TINY, '--config.model.num_layers=1', '--config.train.num_steps=4',
         '--config.eval.every_steps=4', '--config.eval.num_examples=4',
         '--config.eval.test_examples=4', '--config.eval.batch_size=4',
         '--config.eval.beam_size=1', '--config.checkpoint.every_steps=4']
+# The learning-rate sweep also scores test_long and tabulates exact match by source length.
+LR_SWEEP = ['--sweep=train.learning_rate=[1e-3, 3e-3]', "--config.eval.extra_splits=('test_long',)",
+            '--length_bins=1-20,21-200']
 
 
 
@@ -38,7 +42,7 @@ def lr_sweep(data_dir, once):
   its stdout."""
   def build(root):
     out = sweep_run(*TINY, f'--config.data.data_dir={data_dir}', f'--workdir={root / "lr"}',
-                    '--sweep=train.learning_rate=[1e-3, 3e-3]')
+                    *LR_SWEEP)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     return out.stdout
 
@@ -59,6 +63,13 @@ def test_sweep_runs_every_point_and_tabulates(lr_sweep):
       assert 0.0 <= float(row[key]) <= 100.0, (key, row)
     assert float(row['val_perplexity']) > 1.0
     assert int(row['params']) > 0 and float(row['wall_s']) > 0
+    assert float(row['train_ms_per_step']) > 0
+    # test_long was scored too, and exact match split by source length (test: up to 20
+    # words in copy's characters... every sentence lands in one of the two bins).
+    long_record = json.loads((workdir / name / 'eval' / 'test_long.json').read_text())
+    assert float(row['test_long_exact_match']) == pytest.approx(long_record['exact_match'])
+    assert float(row['test_long_bleu']) == pytest.approx(long_record['bleu'])
+    assert row['em_words_1-20'] != '' and row['em_words_21-200'] != ''
     # The swept value and the fixed flags both reached the run.
     config = json.loads((workdir / name / 'config.json').read_text())
     assert config['train']['learning_rate'] == lr and config['train']['num_steps'] == 4
@@ -72,6 +83,7 @@ def test_sweep_runs_every_point_and_tabulates(lr_sweep):
   assert table[2].startswith('| 0.001 |') and '| done |' in table[2]
   # One key varies: results.png plots test exact match against it.
   assert (workdir / 'results.png').read_bytes()[:4] == b'\x89PNG'
+  assert (workdir / 'results_by_length.png').read_bytes()[:4] == b'\x89PNG'
   assert 'plot:' in stdout
 
 
@@ -82,7 +94,7 @@ def test_rerun_skips_finished_points(lr_sweep, data_dir):
   before = {n: e2e.snapshot(workdir / n) for n in names}
   rows_before = read_rows(workdir)
   out = sweep_run(*TINY, f'--config.data.data_dir={data_dir}', f'--workdir={workdir}',
-                  '--sweep=train.learning_rate=[1e-3, 3e-3]')
+                  *LR_SWEEP)
   assert out.returncode == 0, out.stderr[-2000:]
   assert out.stdout.count('done already, skipped') == 2 and 'started' not in out.stdout
   assert {n: e2e.snapshot(workdir / n) for n in names} == before   # nothing trained or rewritten
@@ -174,6 +186,7 @@ ERROR_CASES = [
     (['--sweep=model.num_layers=[1,1]'], ['model.num_layers=1', 'twice']),
     (['--sweep=model.num_layers=[1]', '--config.train.nope=1'], ["'nope'", 'allowed']),
     (['--sweep=model.num_layers=[1]', '--metric=loss'], ['--metric', 'test_exact_match']),
+    (['--sweep=model.num_layers=[1]', '--length_bins=10-5'], ['--length_bins', "'10-5'"]),
     (['--sweep_file=configs/sweeps/missing.py'], ['no such file']),
     (['--sweep_file=configs/default.py'], ['no get_sweep()']),
 ]
@@ -190,3 +203,14 @@ def test_bad_input_is_one_line_and_runs_nothing(args, words, tmp_path):
   for word in words:
     assert word in lines[0], (word, lines[0])
   assert not workdir.exists()
+
+
+def test_exact_match_by_length(tmp_path):
+  """Bins count sentences by source words, from the predictions eval wrote."""
+  rows = [('a b', 'x y', 'x  y'), ('a b c', 'x', 'z'), ('a', 'q', 'q'), ('a b c d e', 'x', 'x'),
+          ('a b c d e f', 'x', 'y')]
+  evaluator.write_results(str(tmp_path), 'test', 1, {}, rows, {})
+  read = evaluator.read_predictions(str(tmp_path), 'test')
+  assert read == rows
+  got = scores.exact_match_by_length(read, [(1, 2), (3, 4), (5, 9), (10, 20)])
+  assert got == [100.0, 0.0, 50.0, None]

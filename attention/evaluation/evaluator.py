@@ -113,6 +113,14 @@ def write_results(workdir: str, split: str, step: int, metrics: dict, rows, sign
   return path
 
 
+def read_predictions(workdir: str, split: str) -> list[tuple[str, str, str]]:
+  """The (source, reference, hypothesis) rows write_results wrote for a split."""
+  with open(os.path.join(workdir, EVAL_DIR, f'{split}.tsv'), newline='') as f:
+    reader = csv.reader(f, delimiter='\t')
+    next(reader)   # the header
+    return [tuple(row) for row in reader]
+
+
 def summary_line(split: str, step: int, metrics: dict) -> str:
   parts = [f'{k}={metrics[k]:.2f}' for k in ('bleu', 'chrf', 'exact_match', 'token_accuracy',
                                              'perplexity') if k in metrics]

@@ -118,6 +118,8 @@ def validate(config) -> None:
       ('eval.beam_size', *_int(1)),
       ('eval.alpha', *_real(0)),
       ('eval.max_decode_length', *_int(0, 'an integer >= 0 (0 = from the source length)')),
+      ('eval.extra_splits', lambda v: isinstance(v, tuple) and all(
+          isinstance(x, str) and x for x in v), "a tuple of split names, e.g. ('test_long',)"),
       ('checkpoint.every_steps', *_int(1)),
       ('checkpoint.keep', *_int(1)),
       ('mesh.data', lambda v: isinstance(v, int) and (v == -1 or v >= 1),

@@ -57,6 +57,10 @@ def prepare(config, workdir: str | None) -> Setup:
   data = load_data(config)
   if 'train' not in data.sources:
     raise UserError(f'config.task={config.task!r}: the dataset has no train split')
+  for split in config.eval.extra_splits:
+    if split not in data.sources:
+      raise UserError(f'config.eval.extra_splits: task {config.task!r} has no split {split!r}; '
+                      f'allowed: {", ".join(sorted(data.sources))}')
   tokenizer = tasks.load_tokenizer(workdir) if workdir else None
   new = tokenizer is None
   if new:
@@ -164,14 +168,17 @@ def train_and_evaluate(config, workdir: str, *, log=print) -> dict | None:
           f'{workdir}; run the same command again to resume')
       return None
     test_split = 'test' if 'test' in data.sources else 'validation'
-    metrics, rows, signatures = evaluator.evaluate(
-        distributed.fetch(state.params), data.texts(test_split, config.eval.test_examples))
-    step = int(state.step)
-    writer.write(step, test_split, metrics)
-    if jax.process_index() == 0:
-      evaluator_lib.write_results(workdir, test_split, step, metrics, rows, signatures,
-                                  extra={'checkpoint': 'latest', 'beam_size': config.eval.beam_size})
-    log(evaluator_lib.summary_line(test_split, step, metrics))
+    params, step = distributed.fetch(state.params), int(state.step)
+    # The test split last: its eval/<split>.json marks a finished run (scripts/sweep.py).
+    for split in (*config.eval.extra_splits, test_split):
+      metrics, rows, signatures = evaluator.evaluate(
+          params, data.texts(split, config.eval.test_examples))
+      writer.write(step, split, metrics)
+      if jax.process_index() == 0:
+        evaluator_lib.write_results(workdir, split, step, metrics, rows, signatures,
+                                    extra={'checkpoint': 'latest',
+                                           'beam_size': config.eval.beam_size})
+      log(evaluator_lib.summary_line(split, step, metrics))
     log(f'BLEU signature: {signatures.get("bleu", "")}')
     return metrics
   finally:

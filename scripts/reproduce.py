@@ -1,0 +1,366 @@
+"""Re-measures the numbers recorded in README.md and BENCHMARKS.md and checks them.
+
+  python scripts/reproduce.py --workdir=runs/reproduce            # everything (hours)
+  python scripts/reproduce.py --workdir=runs/reproduce --quick    # a subset, ~10 min on 2 cores
+  python scripts/reproduce.py --list                              # the jobs and their claims
+  python scripts/reproduce.py --workdir=... --only=kernels_quick,train_copy_tiny
+
+Every recorded number comes from a job: a command of this repository (a benchmark, a
+training run, a sweep) whose machine-readable output was copied into results/ when the
+number was recorded. A claim reads one value from that recorded file and the same value
+from the file the job writes now, and checks them against its tolerance:
+
+  timings   only ratios taken inside one run (flash against jax.nn in the same process),
+            compared relatively: the development VM drifts by 10-30% in absolute speed
+  memory    compiled temporary bytes, deterministic for one jax version
+  quality   BLEU / exact match / perplexity of seeded runs, compared absolutely
+
+Prints a table (claim, recorded, now, tolerance, pass/fail) and writes it to
+DIR/reproduce.md and DIR/reproduce.json. Exit status 1 when a claim misses. A job whose
+DIR/<job>/done.json exists is not run again (--rerun to force). A job that needs an
+optional package (PyTorch for the peer columns: pip install -e '.[bench]') is skipped
+with a note when it is missing; numbers that no command here can regenerate (the Flax WMT
+example, run outside the repository) are listed as such, not checked.
+
+--record copies what the jobs produced over the recorded files in results/: how a new
+number is recorded (then quote it in README/BENCHMARKS).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from typing import Callable
+
+from absl import app, flags
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, 'results')
+PY = sys.executable
+
+_WORKDIR = flags.DEFINE_string('workdir', 'runs/reproduce', 'Where the jobs write their output.')
+_QUICK = flags.DEFINE_bool('quick', False, 'Only the quick jobs (~10 minutes on 2 CPU cores).')
+_ONLY = flags.DEFINE_list('only', [], 'Run only these jobs (names from --list).')
+_LIST = flags.DEFINE_bool('list', False, 'Print the jobs and their claims; run nothing.')
+_RERUN = flags.DEFINE_bool('rerun', False, 'Run jobs again even when DIR/<job>/done.json exists.')
+_RECORD = flags.DEFINE_bool('record', False, 'Copy the produced files over the recorded ones '
+                            'in results/ instead of comparing.')
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+  """Commands (argv lists; '{out}' is the job's output directory) and the files they make.
+
+  `files` maps a file the job writes (relative to {out}) to where --record copies it
+  (relative to results/); a job that re-checks numbers recorded by a longer job records
+  nothing. A command may print its JSON instead: `stdout` names the file its standard
+  output is saved to."""
+  name: str
+  commands: tuple
+  files: dict
+  minutes: float                  # measured cost on the 2-core development VM
+  quick: bool = False
+  needs: tuple = ()               # optional Python packages
+  env: tuple = ()                 # extra environment variables, (name, value) pairs
+  stdout: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+  name: str
+  job: str
+  recorded: str                   # the recorded file it reads (relative to results/)
+  produced: str                   # the file the job writes now (relative to {out})
+  value: Callable                 # parsed file -> float
+  rel: float = 0.0                # pass if |now - recorded| <= rel * |recorded| + abs
+  abs: float = 0.0
+  where: str = ''                 # where the number is quoted
+
+
+def _bench(out_dir, *args):
+  return (PY, 'scripts/bench_attention.py', *args, f'--out_dir={out_dir}')
+
+
+def row(candidate, length, causal, pass_):
+  """Selects one row of a bench_attention JSON."""
+  def select(data):
+    for r in data['rows']:
+      if (r['candidate'], r['length'], r['causal'], r['pass']) == (candidate, length, causal,
+                                                                      pass_):
+        return r
+    raise KeyError(f'no row {candidate} {length} causal={causal} {pass_}')
+  return select
+
+
+def field(select, key):
+  return lambda data: float(select(data)[key])
+
+
+def ratio(select_a, select_b, key='seconds'):
+  """select_b[key] / select_a[key]: how many times faster a is than b."""
+  return lambda data: float(select_b(data)[key]) / float(select_a(data)[key])
+
+
+JOBS = [
+    Job('kernels_quick', (_bench('{out}', '--lengths=1024', '--causal=false,true',
+                                 '--candidates=flash,jax.nn', '--repeats=7', '--rss_lengths='),),
+        {}, minutes=1.5, quick=True),
+    Job('kernels_memory', (_bench('{out}', '--lengths=16384', '--causal=false', '--passes=fwd_bwd',
+                                  '--candidates=flash,reference,local,linear', '--rss_lengths=',
+                                  '--memory_budget_gib=0'),),
+        {}, minutes=1.5, quick=True),
+    Job('kernels_targets', (_bench('{out}', '--lengths=4096', '--causal=false',
+                                   '--candidates=flash,flash+causal,jax.nn,torch', '--repeats=7',
+                                   '--rss_lengths='),),
+        {'bench.json': 'bench_attention_causal/bench.json'}, minutes=4, needs=('torch',)),
+    Job('kernels_rss', (_bench('{out}', '--lengths=16384', '--causal=false', '--passes=fwd_bwd',
+                               '--candidates=flash,local,linear,torch', '--repeats=1'),),
+        {'bench.json': 'bench_attention_rss/bench.json'}, minutes=8, needs=('torch',)),
+    Job('kernels_full', (_bench('{out}', '--repeats=5'),),
+        {'bench.json': 'bench_attention/bench.json'}, minutes=90, needs=('torch',)),
+    Job('kernels_tune', (_bench('{out}', '--tune', '--lengths=4096', '--causal=false,true',
+                                '--repeats=5', '--passes=fwd_bwd'),),
+        {'tune.json': 'bench_attention/tune.json'}, minutes=25),
+    Job('model_meshes', ((PY, 'scripts/bench_model.py', '--config=configs/default.py:model=small',
+                          '--meshes=1x1,8x1,4x2', '--skip=greedy,uncached,beam', '--batch=64',
+                          '--length=32', '--repeats=10', '--json'),),
+        {'bench_model.json': 'bench_model/meshes_8_forced_cpu_devices.json'}, minutes=6,
+        env=(('XLA_FLAGS', '--xla_force_host_platform_device_count=8'),),
+        stdout='bench_model.json'),
+]
+
+FULL, TARGETS = 'bench_attention/bench.json', 'bench_attention_causal/bench.json'
+RSS, MESHES = 'bench_attention_rss/bench.json', 'bench_model/meshes_8_forced_cpu_devices.json'
+
+CLAIMS = [
+    # Flash against jax.nn at 1024 in one process; recorded by the full kernel table.
+    *[Claim(f"flash {pass_} 1024{' causal' if causal else ''}: x vs jax.nn", 'kernels_quick',
+            FULL, 'bench.json', field(row('flash', 1024, causal, pass_), 'speedup_vs_jax.nn'),
+            rel=0.3, where='BENCHMARKS, Full table')
+      for causal in (False, True) for pass_ in ('fwd', 'fwd_bwd')],
+    # Compiled temporaries at 16384: deterministic for one jax version.
+    *[Claim(f'{name} fwd+bwd 16384: XLA temporaries (MiB)', 'kernels_memory',
+            FULL if name == 'reference' else RSS, 'bench.json',
+            lambda d, n=name: field(row(n, 16384, False, 'fwd_bwd'), 'temp_bytes')(d) / 2**20,
+            rel=0.02, where='BENCHMARKS, Peak memory at 16384')
+      for name in ('flash', 'reference', 'local', 'linear')],
+    # BENCHMARKS "Targets, side by side" (needs PyTorch).
+    *[Claim(f'{name} {pass_} 4096: x vs {peer}', 'kernels_targets', TARGETS, 'bench.json',
+            field(row(name, 4096, False, pass_), f'speedup_vs_{peer}'), rel=0.25,
+            where='BENCHMARKS, Targets')
+      for name in ('flash', 'flash+causal') for pass_ in ('fwd', 'fwd_bwd')
+      for peer in ('jax.nn', 'torch')],
+    *[Claim(f'{name} fwd+bwd 16384: peak RSS (MiB)', 'kernels_rss', RSS, 'bench.json',
+            lambda d, n=name: field(row(n, 16384, False, 'fwd_bwd'), 'peak_rss_bytes')(d) / 2**20,
+            rel=0.15, where='BENCHMARKS, Peak memory at 16384')
+      for name in ('flash', 'local', 'linear', 'torch')],
+    *[Claim(f'model small {mesh} / 1x1 step time (8 forced devices)', 'model_meshes', MESHES,
+            'bench_model.json', lambda d, m=mesh: d['meshes'][m] / d['meshes']['1x1'], rel=0.15,
+            where='BENCHMARKS, Data parallelism') for mesh in ('8x1', '4x2')],
+    Claim('model small: parameters', 'model_meshes', MESHES, 'bench_model.json',
+          lambda d: d['params'], where='BENCHMARKS, Model throughput'),
+]
+
+# Not checked: no command of this repository regenerates them.
+UNCHECKED = [
+    ('BENCHMARKS, Model throughput: the Flax WMT columns', 'the Flax example was run from a '
+     'script outside the repository (see BENCHMARKS); its raw rows are in '
+     'results/bench_model/flax_wmt_side_by_side.jsonl'),
+    ('BENCHMARKS, 8-GPU scaling', 'a paper estimate, not a measurement'),
+]
+
+
+def _full_table_claims():
+  """One claim per timed row of the full kernel table: its speed against jax.nn."""
+  path = os.path.join(RESULTS, FULL)
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    rows = json.load(f)['rows']
+  return [Claim(f"{r['candidate']} {r['pass']} {r['length']}{' causal' if r['causal'] else ''}"
+                ': x vs jax.nn', 'kernels_full', FULL, 'bench.json',
+                field(row(r['candidate'], r['length'], r['causal'], r['pass']),
+                      'speedup_vs_jax.nn'), rel=0.3, where='BENCHMARKS, Full table')
+          for r in rows if 'speedup_vs_jax.nn' in r and r['candidate'] != 'jax.nn']
+
+
+def _tune_claims():
+  path = os.path.join(RESULTS, 'bench_attention/tune.json')
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    rows = json.load(f)['rows']
+  best = {}
+  for r in rows:   # each tile against the default tile, same process
+    if r['candidate'] != 'flash:256x512' and 'seconds' in r:
+      best[(r['candidate'], r['causal'], r['pass'])] = r
+  return [Claim(f"tune {c} {p}{' causal' if causal else ''}: x vs 256x512", 'kernels_tune',
+                'bench_attention/tune.json', 'tune.json', ratio(row(c, 4096, causal, p), row('flash:256x512', 4096, causal, p)),
+                rel=0.25, where='BENCHMARKS, CPU tile sizes')
+          for (c, causal, p) in best]
+
+
+def load(path: str):
+  if path.endswith('.csv'):
+    with open(path, newline='') as f:
+      return list(csv.DictReader(f))
+  with open(path) as f:
+    return json.load(f)
+
+
+def all_claims() -> list[Claim]:
+  return CLAIMS + _full_table_claims() + _tune_claims() + _study_claims()
+
+
+def _study_claims():
+  from scripts import studies   # the studies register their own jobs and claims
+  JOBS.extend(j for j in studies.jobs() if j.name not in {x.name for x in JOBS})
+  return studies.claims()
+
+
+def missing_packages(job: Job) -> list[str]:
+  return [name for name in job.needs if importlib.util.find_spec(name) is None]
+
+
+def run_job(job: Job, workdir: str) -> str:
+  """Runs a job unless done; 'done', 'ran', 'skipped: ...' or 'failed: ...'."""
+  out = os.path.join(workdir, job.name)
+  done = os.path.join(out, 'done.json')
+  if os.path.exists(done) and not _RERUN.value:
+    return 'done'
+  if missing := missing_packages(job):
+    return f'skipped: needs {", ".join(missing)} (pip install -e ".[bench]")'
+  shutil.rmtree(out, ignore_errors=True)
+  os.makedirs(out)
+  env = dict(os.environ, **dict(job.env))
+  start = time.time()
+  for command in job.commands:
+    argv = [part.replace('{out}', out) for part in command]
+    print(f'[{job.name}] {" ".join(argv)}', flush=True)
+    with open(os.path.join(out, 'job.log'), 'a') as log:
+      stdout = open(os.path.join(out, job.stdout), 'w') if job.stdout else log
+      try:
+        code = subprocess.run(argv, cwd=ROOT, env=env, stdout=stdout, stderr=log).returncode
+      finally:
+        if job.stdout:
+          stdout.close()
+    if code:
+      return f'failed: exit {code}, see {os.path.join(out, "job.log")}'
+  with open(done, 'w') as f:
+    json.dump({'commands': [list(c) for c in job.commands], 'wall_s': time.time() - start}, f)
+  return 'ran'
+
+
+def check(claim: Claim, job: Job, workdir: str) -> dict:
+  recorded_path = os.path.join(RESULTS, claim.recorded)
+  produced_path = os.path.join(workdir, job.name, claim.produced)
+  result = {'claim': claim.name, 'job': job.name, 'where': claim.where,
+            'tolerance': _tolerance_text(claim)}
+  try:
+    result['recorded'] = float(claim.value(load(recorded_path)))
+  except (OSError, KeyError, ValueError, TypeError) as e:
+    return {**result, 'status': f'no recorded value ({type(e).__name__}: {e})'}
+  try:
+    result['now'] = float(claim.value(load(produced_path)))
+  except (OSError, KeyError, ValueError, TypeError) as e:
+    return {**result, 'status': f'FAIL: no value produced ({type(e).__name__}: {e})'}
+  slack = claim.rel * abs(result['recorded']) + claim.abs
+  ok = abs(result['now'] - result['recorded']) <= slack
+  return {**result, 'status': 'pass' if ok else 'FAIL'}
+
+
+def _tolerance_text(claim: Claim) -> str:
+  parts = ([f'±{claim.rel:.0%}'] if claim.rel else []) + ([f'±{claim.abs:g}'] if claim.abs else [])
+  return ' + '.join(parts) or 'exact'
+
+
+def _number(value) -> str:
+  if value is None:
+    return '-'
+  return f'{value:,.0f}' if abs(value) >= 1000 else f'{value:.3g}'
+
+
+def table(results: list[dict]) -> str:
+  lines = ['| claim | job | recorded | now | tolerance | result |', '|---|---|---|---|---|---|']
+  for r in results:
+    lines.append(f"| {r['claim']} | {r['job']} | {_number(r.get('recorded'))} | "
+                 f"{_number(r.get('now'))} | {r['tolerance']} | {r['status']} |")
+  return '\n'.join(lines) + '\n'
+
+
+def record(job: Job, workdir: str) -> None:
+  for produced, recorded in job.files.items():
+    source = os.path.join(workdir, job.name, produced)
+    target = os.path.join(RESULTS, recorded)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    shutil.copyfile(source, target)
+    print(f'recorded {target}')
+
+
+def select_jobs(claims: list[Claim]) -> list[Job]:
+  known = {j.name for j in JOBS}
+  unknown = [name for name in _ONLY.value if name not in known]
+  if unknown:
+    raise app.UsageError(f'--only: unknown job {unknown[0]!r}; allowed: {", ".join(sorted(known))}')
+  jobs = [j for j in JOBS if (not _QUICK.value or j.quick)
+          and (not _ONLY.value or j.name in _ONLY.value)]
+  return [j for j in jobs if any(c.job == j.name for c in claims)]
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  claims = all_claims()
+  jobs = select_jobs(claims)
+  if _LIST.value:
+    for job in JOBS:
+      mark = ' (quick)' if job.quick else ''
+      print(f'{job.name}{mark}: ~{job.minutes:g} min, {len([c for c in claims if c.job == job.name])} claims')
+      for command in job.commands:
+        print('    ' + ' '.join(command).replace(PY, 'python'))
+    for where, why in UNCHECKED:
+      print(f'not checked: {where}: {why}')
+    return 0
+  workdir = os.path.abspath(_WORKDIR.value)
+  os.makedirs(workdir, exist_ok=True)
+  print(f'{len(jobs)} jobs, ~{sum(j.minutes for j in jobs):g} min on the 2-core development VM',
+        flush=True)
+  results = []
+  for job in jobs:
+    status = run_job(job, workdir)
+    print(f'[{job.name}] {status}', flush=True)
+    if status.startswith(('skipped', 'failed')):
+      kind = 'skipped' if status.startswith('skipped') else 'FAIL'
+      results += [{'claim': c.name, 'job': job.name, 'where': c.where,
+                   'tolerance': _tolerance_text(c), 'status': f'{kind}: {status.split(": ", 1)[1]}'}
+                  for c in claims if c.job == job.name]
+      continue
+    if _RECORD.value:
+      record(job, workdir)
+      continue
+    results += [check(c, job, workdir) for c in claims if c.job == job.name]
+  if _RECORD.value:
+    return 0
+  text = table(results)
+  print(text)
+  with open(os.path.join(workdir, 'reproduce.md'), 'w') as f:
+    f.write(text)
+  with open(os.path.join(workdir, 'reproduce.json'), 'w') as f:
+    json.dump(results, f, indent=1)
+  failed = [r for r in results if r['status'].startswith('FAIL')]
+  passed = sum(r['status'] == 'pass' for r in results)
+  print(f'{passed} passed, {len(failed)} failed, {len(results) - passed - len(failed)} '
+        f'skipped or unrecorded, of {len(results)} claims')
+  return 1 if failed else 0
+
+
+if __name__ == '__main__':
+  sys.path.insert(0, ROOT)
+  app.run(main)
