@@ -33,6 +33,7 @@ import dataclasses
 import importlib.util
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -42,6 +43,7 @@ from typing import Callable
 from absl import app, flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)   # configs/ from a checkout
 RESULTS = os.path.join(ROOT, 'results')
 PY = sys.executable
 
@@ -50,6 +52,8 @@ _QUICK = flags.DEFINE_bool('quick', False, 'Only the quick jobs (~10 minutes on 
 _ONLY = flags.DEFINE_list('only', [], 'Run only these jobs (names from --list).')
 _LIST = flags.DEFINE_bool('list', False, 'Print the jobs and their claims; run nothing.')
 _RERUN = flags.DEFINE_bool('rerun', False, 'Run jobs again even when DIR/<job>/done.json exists.')
+_RESULTS_DIR = flags.DEFINE_string('results_dir', None, 'Where the recorded files are '
+                                   '(default: results/ of this checkout).')
 _RECORD = flags.DEFINE_bool('record', False, 'Copy the produced files over the recorded ones '
                             'in results/ instead of comparing.')
 
@@ -151,6 +155,9 @@ CLAIMS = [
             lambda d, n=name: field(row(n, 16384, False, 'fwd_bwd'), 'temp_bytes')(d) / 2**20,
             rel=0.02, where='BENCHMARKS, Peak memory at 16384')
       for name in ('flash', 'reference', 'local', 'linear')],
+    Claim('fwd+bwd 16384: reference / flash temporaries', 'kernels_memory', FULL, 'bench.json',
+          ratio(row('flash', 16384, False, 'fwd_bwd'), row('reference', 16384, False, 'fwd_bwd'),
+                'temp_bytes'), rel=0.02, where='BENCHMARKS, Targets'),
     # BENCHMARKS "Targets, side by side" (needs PyTorch).
     *[Claim(f'{name} {pass_} 4096: x vs {peer}', 'kernels_targets', TARGETS, 'bench.json',
             field(row(name, 4096, False, pass_), f'speedup_vs_{peer}'), rel=0.25,
@@ -167,6 +174,125 @@ CLAIMS = [
     Claim('model small: parameters', 'model_meshes', MESHES, 'bench_model.json',
           lambda d: d['params'], where='BENCHMARKS, Model throughput'),
 ]
+
+def load(path: str):
+  if path.endswith('.jsonl'):
+    with open(path) as f:
+      return [json.loads(line) for line in f if line.strip()]
+  if path.endswith('.csv'):
+    with open(path, newline='') as f:
+      return list(csv.DictReader(f))
+  with open(path) as f:
+    return json.load(f)
+
+
+STUDIES = {'attention_vs_recurrence': 25, 'positional': 20, 'kernels': 20, 'table3': 45}
+
+
+STUDY_FILES = ('results.csv', 'results.md', 'results.png', 'results_by_length.png',
+               'curves.json', 'curves.png')
+
+
+# Tolerances of a study's columns; the rest (wall time) are not compared. Times are
+# compared as each point's ratio to the first point of the same sweep.
+STUDY_TOLERANCE = {'bleu': dict(abs=2.0), 'exact_match': dict(abs=3.0),
+                   'perplexity': dict(rel=0.05), 'em_words': dict(abs=5.0),
+                   'params': {}, 'train_ms_per_step': dict(rel=0.3)}
+
+
+def study_job(name: str, minutes: float) -> Job:
+  """The sweep of configs/sweeps/<name>.py, run with the COMMAND it records."""
+  module = importlib.import_module(f'configs.sweeps.{name}')
+  argv = shlex.split(module.COMMAND)
+  command = [PY, *(('--workdir={out}' if a.startswith('--workdir=') else a) for a in argv[1:])]
+  return Job(f'study_{name}', (tuple(command),),
+             {f: f'studies/{name}/{f}' for f in STUDY_FILES}, minutes=minutes)
+
+
+def _study_row(swept: list[str], values: tuple):
+  def select(rows):
+    for r in rows:
+      if tuple(r[k] for k in swept) == values:
+        return r
+    raise KeyError(f'no point {dict(zip(swept, values))}')
+  return select
+
+
+def _study_value(select, column, first=None):
+  def value(rows):
+    v = float(select(rows)[column])
+    return v / float(first(rows)[column]) if first else v
+  return value
+
+
+def _study_claims(name: str) -> list[Claim]:
+  path = os.path.join(RESULTS, 'studies', name, 'results.csv')
+  if not os.path.exists(path):
+    return []
+  rows = load(path)
+  columns = list(rows[0])
+  swept = columns[:columns.index('val_bleu')]
+  first = _study_row(swept, tuple(rows[0][k] for k in swept))
+  claims = []
+  for r in rows:
+    values = tuple(r[k] for k in swept)
+    label = ','.join(f'{k}={v}' for k, v in zip(swept, values) if v) or 'base'
+    for column in columns:
+      kind = next((k for k in STUDY_TOLERANCE if k in column), None)
+      if kind is None or r[column] in ('', None):
+        continue
+      relative = kind == 'train_ms_per_step'
+      claims.append(Claim(f'{name} {label}: {column}{" / first point" if relative else ""}',
+                          f'study_{name}', f'studies/{name}/results.csv', 'results.csv',
+                          _study_value(_study_row(swept, values), column,
+                                       first if relative else None),
+                          where=f'README, Studies ({name})', **STUDY_TOLERANCE[kind]))
+  return claims
+
+
+def train_job(name: str, config: str, minutes: float, quick: bool = False, *extra) -> Job:
+  """train.py into {out}/run (data prepared once into data/, as `make train` does)."""
+  files = {f'run/eval/{split}.json': f'train/{name}/{split}.json'
+           for split in ('test', *(['test_long'] if extra else []))}
+  files['run/metrics.jsonl'] = f'train/{name}/metrics.jsonl'
+  return Job(f'train_{name}', ((PY, 'train.py', f'--config={config}', '--workdir={out}/run',
+                                *extra),), files, minutes=minutes, quick=quick)
+
+
+JOBS += [
+    # `make train`: the same command.
+    train_job('default', 'configs/default.py', 10, False, "--config.eval.extra_splits=('test_long',)"),
+    train_job('copy_tiny', 'configs/default.py:task=copy,model=tiny', 3, True),
+    train_job('reverse_tiny', 'configs/default.py:task=reverse,model=tiny', 3, True),
+]
+
+
+JOBS += [study_job(name, minutes) for name, minutes in STUDIES.items()]
+
+
+def _last(split, key):
+  """The last logged value of a metric in metrics.jsonl."""
+  return lambda records: float([r for r in records if r['split'] == split][-1][key])
+
+
+def _train_claims(name: str, splits: tuple) -> list[Claim]:
+  claims = [Claim(f'train {name}: {split} {key}', f'train_{name}', f'train/{name}/{split}.json',
+                  f'run/eval/{split}.json', lambda d, k=key: d[k], abs=tol,
+                  where='README, Results')
+            for split in splits for key, tol in (('bleu', 1.0), ('exact_match', 1.0),
+                                                 ('token_accuracy', 0.5))]
+  claims.append(Claim(f'train {name}: last validation exact match', f'train_{name}',
+                      f'train/{name}/metrics.jsonl', 'run/metrics.jsonl',
+                      _last('validation', 'exact_match'), abs=2.0, where='README, Results'))
+  claims.append(Claim(f'train {name}: padding fraction', f'train_{name}',
+                      f'train/{name}/metrics.jsonl', 'run/metrics.jsonl',
+                      _last('train', 'padding_fraction'), abs=0.01, where='BENCHMARKS, make train'))
+  return claims
+
+
+CLAIMS += (_train_claims('default', ('test', 'test_long')) + _train_claims('copy_tiny', ('test',))
+           + _train_claims('reverse_tiny', ('test',)))
+
 
 # Not checked: no command of this repository regenerates them.
 UNCHECKED = [
@@ -192,37 +318,24 @@ def _full_table_claims():
 
 
 def _tune_claims():
+  """Each tile shape against the default 256x512, timed in the same process."""
   path = os.path.join(RESULTS, 'bench_attention/tune.json')
   if not os.path.exists(path):
     return []
   with open(path) as f:
     rows = json.load(f)['rows']
-  best = {}
-  for r in rows:   # each tile against the default tile, same process
-    if r['candidate'] != 'flash:256x512' and 'seconds' in r:
-      best[(r['candidate'], r['causal'], r['pass'])] = r
-  return [Claim(f"tune {c} {p}{' causal' if causal else ''}: x vs 256x512", 'kernels_tune',
-                'bench_attention/tune.json', 'tune.json', ratio(row(c, 4096, causal, p), row('flash:256x512', 4096, causal, p)),
+  default = 'flash:256x512'
+  return [Claim(f"tune {r['candidate']} {r['pass']}{' causal' if r['causal'] else ''}: "
+                'time / 256x512', 'kernels_tune', 'bench_attention/tune.json', 'tune.json',
+                ratio(row(default, 4096, r['causal'], r['pass']),
+                      row(r['candidate'], 4096, r['causal'], r['pass'])),
                 rel=0.25, where='BENCHMARKS, CPU tile sizes')
-          for (c, causal, p) in best]
-
-
-def load(path: str):
-  if path.endswith('.csv'):
-    with open(path, newline='') as f:
-      return list(csv.DictReader(f))
-  with open(path) as f:
-    return json.load(f)
+          for r in rows if r['candidate'] != default and 'seconds' in r]
 
 
 def all_claims() -> list[Claim]:
-  return CLAIMS + _full_table_claims() + _tune_claims() + _study_claims()
-
-
-def _study_claims():
-  from scripts import studies   # the studies register their own jobs and claims
-  JOBS.extend(j for j in studies.jobs() if j.name not in {x.name for x in JOBS})
-  return studies.claims()
+  return (CLAIMS + _full_table_claims() + _tune_claims()
+          + [c for name in STUDIES for c in _study_claims(name)])
 
 
 def missing_packages(job: Job) -> list[str]:
@@ -298,6 +411,8 @@ def table(results: list[dict]) -> str:
 def record(job: Job, workdir: str) -> None:
   for produced, recorded in job.files.items():
     source = os.path.join(workdir, job.name, produced)
+    if not os.path.exists(source):   # a plot the sweep had no data for
+      continue
     target = os.path.join(RESULTS, recorded)
     os.makedirs(os.path.dirname(target), exist_ok=True)
     shutil.copyfile(source, target)
@@ -315,8 +430,11 @@ def select_jobs(claims: list[Claim]) -> list[Job]:
 
 
 def main(argv):
+  global RESULTS
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if _RESULTS_DIR.value:
+    RESULTS = os.path.abspath(_RESULTS_DIR.value)
   claims = all_claims()
   jobs = select_jobs(claims)
   if _LIST.value:
@@ -324,7 +442,7 @@ def main(argv):
       mark = ' (quick)' if job.quick else ''
       print(f'{job.name}{mark}: ~{job.minutes:g} min, {len([c for c in claims if c.job == job.name])} claims')
       for command in job.commands:
-        print('    ' + ' '.join(command).replace(PY, 'python'))
+        print('    ' + shlex.join(command).replace(PY, 'python'))
     for where, why in UNCHECKED:
       print(f'not checked: {where}: {why}')
     return 0
@@ -362,5 +480,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  sys.path.insert(0, ROOT)
   app.run(main)

@@ -21,8 +21,12 @@ model.num_layers=1), with its output in sweep.log and its status and wall time i
 sweep.json; a point whose eval/test.json exists is done and not run again. --parallel
 points run at a time (default: one per CPU, each run pinned to its share of the CPUs).
 DIR/results.csv and DIR/results.md hold a row per point: swept values, the last validation
-metrics, the test metrics, parameters, wall time, status. DIR/results.png plots --metric
-against the swept value when a single key varies.
+metrics, the test metrics (and those of config.eval.extra_splits, e.g. test_long_bleu),
+exact match per --length_bins range of source words (em_words_LO-HI, over every scored
+split but validation), parameters, median train step time, wall time, status.
+DIR/results.png plots --metric against the swept value when a single key varies;
+DIR/results_by_length.png exact match against source length, a line per point;
+DIR/curves.json and DIR/curves.png the logged training loss of every point.
 Exit status: 0 when every point is done, 1 when any failed (the others still run).
 """
 
@@ -188,8 +192,8 @@ def swept_points() -> list[dict]:
     points = sweeps.product(*parts)
   except ValueError as e:   # the helpers' mismatched lengths and keys swept twice
     raise UserError(str(e)) from None
-  if not points or not all(points):
-    raise UserError('the sweep has no points (an empty list, or a point with no overrides)')
+  if not points:   # a point with no overrides is fine: the base config, named 'base'
+    raise UserError('the sweep has no points (an empty list)')
   return points
 
 
@@ -200,7 +204,10 @@ def flag_text(value) -> str:
 
 def point_name(overrides: dict) -> str:
   """The point's directory: 'train.learning_rate=0.001,model.num_layers=1', with anything
-  but letters, digits and . = , + - replaced by _ so that it is one safe path component."""
+  but letters, digits and . = , + - replaced by _ so that it is one safe path component;
+  'base' for the point that overrides nothing (the base config itself)."""
+  if not overrides:
+    return 'base'
   text = ','.join(f'{k}={flag_text(v).replace(" ", "")}' for k, v in overrides.items())
   name = re.sub(r'[^\w.=,+-]', '_', text)
   if len(name) > 200:   # file names stop at 255 bytes; the hash keeps long ones distinct
@@ -545,6 +552,34 @@ def plot_by_length(points: list[Point], rows: list[dict], bins, path: str) -> st
   return path
 
 
+def write_curves(points: list[Point], workdir: str) -> str | None:
+  """DIR/curves.json ({point: [[step, train loss], ...]}) and DIR/curves.png, the
+  logged training loss of every point against the step."""
+  curves = {p.name: [[r['step'], r['loss']] for r in metric_writer.read_metrics(p.workdir, 'train')
+                     if isinstance(r.get('loss'), (int, float))] for p in points}
+  curves = {name: points for name, points in curves.items() if points}
+  if not curves:
+    return None
+  with open(os.path.join(workdir, 'curves.json'), 'w') as f:
+    json.dump(curves, f)
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(6.5, 4))
+  for name, pairs in curves.items():
+    ax.plot([s for s, _ in pairs], [l for _, l in pairs], label=name)
+  ax.set_xlabel('step')
+  ax.set_ylabel('training loss (label-smoothed)')
+  ax.set_yscale('log')
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  path = os.path.join(workdir, 'curves.png')
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
 def main():
   if not _WORKDIR.value:
     raise UserError('--workdir is required (the sweep directory, e.g. --workdir=runs/sweep)')
@@ -570,6 +605,7 @@ def main():
   if bins:
     pngs.append(plot_by_length(points, rows, bins,
                                os.path.join(_WORKDIR.value, 'results_by_length.png')))
+  pngs.append(write_curves(points, _WORKDIR.value))
   for png in filter(None, pngs):
     print(f'plot: {png}')
   failed = [row for row in rows if row['status'] != 'done']

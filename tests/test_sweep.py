@@ -84,6 +84,9 @@ def test_sweep_runs_every_point_and_tabulates(lr_sweep):
   # One key varies: results.png plots test exact match against it.
   assert (workdir / 'results.png').read_bytes()[:4] == b'\x89PNG'
   assert (workdir / 'results_by_length.png').read_bytes()[:4] == b'\x89PNG'
+  curves = json.loads((workdir / 'curves.json').read_text())
+  assert sorted(curves) == names and [s for s, _ in curves[names[0]]] == [2, 4]
+  assert (workdir / 'curves.png').read_bytes()[:4] == b'\x89PNG'
   assert 'plot:' in stdout
 
 
@@ -156,6 +159,23 @@ def test_sweep_file_points_and_commands(tmp_path):
   assert lines[5].endswith('--config.model.num_layers=2 --config.train.learning_rate=0.01 '
                            '--config.train.warmup_steps=100 --workdir=' + str(tmp_path / 'file') +
                            '/model.num_layers=2,train.learning_rate=0.01,train.warmup_steps=100')
+
+
+STUDIES = {'attention_vs_recurrence': 6, 'positional': 5, 'kernels': 5, 'table3': 10}
+
+
+@pytest.mark.parametrize('study', sorted(STUDIES))
+def test_study_commands_parse(study, tmp_path):
+  """Each study's recorded COMMAND is a valid sweep: every point's config checks out."""
+  module = importlib.import_module(f'configs.sweeps.{study}')
+  argv = [a for a in shlex.split(module.COMMAND) if not a.startswith('--workdir=')]
+  assert argv[:2] == ['python', 'scripts/sweep.py']
+  out = sweep_run(*argv[2:], f'--workdir={tmp_path}', '--print_commands')
+  assert out.returncode == 0, out.stderr
+  lines = out.stdout.splitlines()
+  assert len(lines) == len(module.get_sweep()) == STUDIES[study]
+  if study == 'table3':   # the point without overrides is the base config itself
+    assert lines[0].endswith(f'--workdir={tmp_path}/base')
 
 
 def test_helpers():

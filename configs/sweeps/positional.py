@@ -1,0 +1,23 @@
+"""Study (c): positional encodings and length generalization.
+
+The `mini` Transformer trained on `lang` (3-30 words) with each positional scheme,
+then scored on test (as long as training) and test_long (31-45 words, longer than any
+training sentence): sinusoidal (the paper), learned (a table: positions past the
+training lengths were never trained), rotary (RoPE), ALiBi, and none (the decoder's
+causal mask is then the only source of order).
+
+Results: README, "Studies"; recorded in results/studies/positional/.
+"""
+
+from configs.sweeps import sweep
+
+COMMAND = """python scripts/sweep.py --config=configs/default.py:model=mini
+  --workdir=runs/studies/positional --sweep_file=configs/sweeps/positional.py
+  --config.train.num_steps=400 --config.train.batch_size=32 --config.eval.every_steps=400
+  --config.checkpoint.every_steps=400 --config.eval.beam_size=1 --config.eval.test_examples=1000
+  "--config.eval.extra_splits=('test_long',)" --length_bins=1-10,11-20,21-30,31-38,39-45
+  --metric=test_long_exact_match"""
+
+
+def get_sweep():
+  return sweep('model.positional', ['sinusoidal', 'learned', 'rope', 'alibi', 'none'])

@@ -1,0 +1,79 @@
+"""scripts/reproduce.py: a real job re-measures recorded numbers; matching values pass,
+a recorded value moved past its tolerance fails with exit status 1; --list runs nothing."""
+
+import json
+import os
+import shutil
+
+import pytest
+
+from tests import e2e
+
+MEMORY_FILES = ('bench_attention/bench.json', 'bench_attention_rss/bench.json')
+
+
+def reproduce(*args):
+  return e2e.run('scripts/reproduce.py', *args)
+
+
+def test_list_names_every_job_and_runs_nothing(tmp_path):
+  out = reproduce('--list', f'--workdir={tmp_path / "w"}')
+  assert out.returncode == 0, out.stderr
+  for job in ('kernels_quick (quick)', 'kernels_memory (quick)', 'train_default',
+              'train_copy_tiny (quick)', 'study_positional', 'study_attention_vs_recurrence',
+              'study_kernels', 'study_table3'):
+    assert job in out.stdout, job
+  assert 'not checked: BENCHMARKS, Model throughput' in out.stdout
+  assert not (tmp_path / 'w').exists()
+
+
+def test_unknown_job_is_one_line(tmp_path):
+  out = reproduce('--only=kernels_nope', f'--workdir={tmp_path}')
+  assert out.returncode != 0
+  assert "--only: unknown job 'kernels_nope'" in out.stderr and 'kernels_quick' in out.stderr
+
+
+@pytest.mark.slow
+def test_claims_pass_within_tolerance_and_fail_past_it(tmp_path):
+  """kernels_memory compiles four kernels at 16384 (runs none) and reads their compiled
+  temporary bytes. Recorded values equal to what the job produced pass; one moved by 5%
+  (its tolerance is 2%) fails and the command exits 1. The job runs once: the second and
+  third calls find DIR/kernels_memory/done.json."""
+  recorded = tmp_path / 'results'
+  for name in MEMORY_FILES:
+    (recorded / name).parent.mkdir(parents=True)
+    shutil.copyfile(os.path.join(e2e.ROOT, 'results', name), recorded / name)
+  workdir = tmp_path / 'w'
+  args = ['--only=kernels_memory', f'--workdir={workdir}', f'--results_dir={recorded}']
+  first = reproduce(*args)
+  assert 'kernels_memory] ran' in first.stdout, first.stdout + first.stderr
+
+  produced = json.loads((workdir / 'kernels_memory' / 'bench.json').read_text())['rows']
+  temp = {r['candidate']: r['temp_bytes'] for r in produced}
+  assert set(temp) == {'flash', 'reference', 'local', 'linear'}
+  assert temp['reference'] > 32 * temp['flash']   # the O(L^2) logits against O(L) tiles
+
+  def rewrite(scale_flash):
+    for name in MEMORY_FILES:
+      data = json.loads((recorded / name).read_text())
+      for r in data['rows']:
+        if r['length'] == 16384 and not r['causal'] and r['pass'] == 'fwd_bwd' \
+            and r['candidate'] in temp:
+          r['temp_bytes'] = temp[r['candidate']] * (scale_flash if r['candidate'] == 'flash'
+                                                    else 1)
+      (recorded / name).write_text(json.dumps(data))
+
+  rewrite(1.0)
+  same = reproduce(*args)
+  assert same.returncode == 0, same.stdout + same.stderr
+  assert 'kernels_memory] done' in same.stdout
+  assert '5 passed, 0 failed' in same.stdout, same.stdout
+
+  rewrite(1.05)
+  moved = reproduce(*args)
+  assert moved.returncode == 1, moved.stdout + moved.stderr
+  assert '3 passed, 2 failed' in moved.stdout, moved.stdout
+  results = json.loads((workdir / 'reproduce.json').read_text())
+  failed = sorted(r['claim'] for r in results if r['status'] == 'FAIL')
+  assert failed == ['flash fwd+bwd 16384: XLA temporaries (MiB)',
+                    'fwd+bwd 16384: reference / flash temporaries']
