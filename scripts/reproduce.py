@@ -17,7 +17,9 @@ from the file the job writes now, and checks them against its tolerance:
 
 Prints a table (claim, recorded, now, tolerance, pass/fail) and writes it to
 DIR/reproduce.md and DIR/reproduce.json. Exit status 1 when a claim misses. A job whose
-DIR/<job>/done.json exists is not run again (--rerun to force). A job that needs an
+DIR/<job>/done.json exists is not run again (--rerun empties its directory and runs it
+from scratch); an interrupted one resumes (sweeps skip their finished points, train.py
+continues from its checkpoint). A job that needs an
 optional package (PyTorch for the peer columns: pip install -e '.[bench]') is skipped
 with a note when it is missing; numbers that no command here can regenerate (the Flax WMT
 example, run outside the repository) are listed as such, not checked.
@@ -51,7 +53,8 @@ _WORKDIR = flags.DEFINE_string('workdir', 'runs/reproduce', 'Where the jobs writ
 _QUICK = flags.DEFINE_bool('quick', False, 'Only the quick jobs (~10 minutes on 2 CPU cores).')
 _ONLY = flags.DEFINE_list('only', [], 'Run only these jobs (names from --list).')
 _LIST = flags.DEFINE_bool('list', False, 'Print the jobs and their claims; run nothing.')
-_RERUN = flags.DEFINE_bool('rerun', False, 'Run jobs again even when DIR/<job>/done.json exists.')
+_RERUN = flags.DEFINE_bool('rerun', False, 'Run jobs again from scratch (their directory emptied) '
+                           'even when DIR/<job>/done.json exists.')
 _RESULTS_DIR = flags.DEFINE_string('results_dir', None, 'Where the recorded files are '
                                    '(default: results/ of this checkout).')
 _RECORD = flags.DEFINE_bool('record', False, 'Copy the produced files over the recorded ones '
@@ -138,6 +141,9 @@ JOBS = [
         {'bench_model.json': 'bench_model/meshes_8_forced_cpu_devices.json'}, minutes=6,
         env=(('XLA_FLAGS', '--xla_force_host_platform_device_count=8'),),
         stdout='bench_model.json'),
+    Job('sweep_use', ((PY, 'scripts/bench_sweep.py', '--workdir={out}/scratch',
+                       '--json={out}/bench.json'),),
+        {'bench.json': 'bench_sweep/bench.json'}, minutes=4),
 ]
 
 FULL, TARGETS = 'bench_attention/bench.json', 'bench_attention_causal/bench.json'
@@ -173,6 +179,11 @@ CLAIMS = [
             where='BENCHMARKS, Data parallelism') for mesh in ('8x1', '4x2')],
     Claim('model small: parameters', 'model_meshes', MESHES, 'bench_model.json',
           lambda d: d['params'], where='BENCHMARKS, Model throughput'),
+    Claim('sweep of 4 points: cores kept busy', 'sweep_use', 'bench_sweep/bench.json',
+          'bench.json', lambda d: d['cores_busy'], rel=0.15, where='BENCHMARKS, Sweeps'),
+    Claim('sweep of 4 points: re-run / first run wall time', 'sweep_use',
+          'bench_sweep/bench.json', 'bench.json', lambda d: d['rerun_fraction'], abs=0.04,
+          where='BENCHMARKS, Sweeps'),
 ]
 
 def load(path: str):
@@ -350,20 +361,25 @@ def run_job(job: Job, workdir: str) -> str:
     return 'done'
   if missing := missing_packages(job):
     return f'skipped: needs {", ".join(missing)} (pip install -e ".[bench]")'
-  shutil.rmtree(out, ignore_errors=True)
-  os.makedirs(out)
+  if _RERUN.value:   # from scratch; otherwise an interrupted sweep or run resumes where it was
+    shutil.rmtree(out, ignore_errors=True)
+  os.makedirs(out, exist_ok=True)
   env = dict(os.environ, **dict(job.env))
   start = time.time()
   for command in job.commands:
     argv = [part.replace('{out}', out) for part in command]
     print(f'[{job.name}] {" ".join(argv)}', flush=True)
     with open(os.path.join(out, 'job.log'), 'a') as log:
-      stdout = open(os.path.join(out, job.stdout), 'w') if job.stdout else log
-      try:
-        code = subprocess.run(argv, cwd=ROOT, env=env, stdout=stdout, stderr=log).returncode
-      finally:
-        if job.stdout:
-          stdout.close()
+      if job.stdout:   # the command prints its JSON: stdout to that file, stderr to the log
+        with open(os.path.join(out, job.stdout), 'w') as stdout:
+          code = subprocess.run(argv, cwd=ROOT, env=env, stdout=stdout, stderr=log).returncode
+      else:            # the log, and the console too: long jobs show their progress
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, errors='replace')
+        for line in proc.stdout:
+          log.write(line)
+          sys.stdout.write(line)
+        code = proc.wait()
     if code:
       return f'failed: exit {code}, see {os.path.join(out, "job.log")}'
   with open(done, 'w') as f:
@@ -419,14 +435,13 @@ def record(job: Job, workdir: str) -> None:
     print(f'recorded {target}')
 
 
-def select_jobs(claims: list[Claim]) -> list[Job]:
+def select_jobs() -> list[Job]:
   known = {j.name for j in JOBS}
   unknown = [name for name in _ONLY.value if name not in known]
   if unknown:
     raise app.UsageError(f'--only: unknown job {unknown[0]!r}; allowed: {", ".join(sorted(known))}')
-  jobs = [j for j in JOBS if (not _QUICK.value or j.quick)
+  return [j for j in JOBS if (not _QUICK.value or j.quick)
           and (not _ONLY.value or j.name in _ONLY.value)]
-  return [j for j in jobs if any(c.job == j.name for c in claims)]
 
 
 def main(argv):
@@ -436,7 +451,7 @@ def main(argv):
   if _RESULTS_DIR.value:
     RESULTS = os.path.abspath(_RESULTS_DIR.value)
   claims = all_claims()
-  jobs = select_jobs(claims)
+  jobs = select_jobs()
   if _LIST.value:
     for job in JOBS:
       mark = ' (quick)' if job.quick else ''

@@ -118,3 +118,25 @@ def test_verb_agrees_with_a_gender_the_source_does_not_show():
     assert target[-1].startswith(lexicon.verb['see'])   # verb-final
     verbs.add(target[-1])
   assert len(verbs) == 3                                # three target forms
+
+
+def test_runs_started_together_prepare_the_dataset_once(tmp_path):
+  """Three processes load one task into an empty data directory at the same time (a
+  parallel sweep's first points): all succeed and read the same splits."""
+  corpus = tmp_path / 'corpus'
+  corpus.mkdir()
+  lines = [f'source {i} words\tziel {i} worte' for i in range(300)]
+  (corpus / 'train.tsv').write_text('\n'.join(lines[:250]) + '\n')
+  (corpus / 'test.tsv').write_text('\n'.join(lines[250:]) + '\n')
+  script = textwrap.dedent(f"""
+      from attention.data import tasks
+      data = tasks.load('tsv:{corpus}', {str(tmp_path / 'data')!r})
+      print(sorted((name, len(source)) for name, source in data.sources.items()))
+  """)
+  procs = [subprocess.Popen([sys.executable, '-c', script], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=dict(os.environ, PYTHONPATH=ROOT)) for _ in range(3)]
+  outputs = [p.communicate(timeout=300) for p in procs]
+  for p, (_, err) in zip(procs, outputs):
+    assert p.returncode == 0, err[-2000:]
+  assert {out.strip().splitlines()[-1] for out, _ in outputs} == {"[('test', 50), ('train', 250)]"}

@@ -13,7 +13,9 @@ directory (`vocab.json`, plus `spm.model`) and reused from there.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import os
+import re
 from typing import Any
 
 import tensorflow_datasets as tfds
@@ -62,9 +64,17 @@ def builder(task: str, data_dir: str):
 
 
 def load(task: str, data_dir: str) -> TaskData:
-  """Prepares the task's dataset once (a no-op when it exists) and opens every split."""
-  b = builder(task, data_dir)
-  b.download_and_prepare()
+  """Prepares the task's dataset once (a no-op when it exists) and opens every split.
+
+  Runs started together on one data directory (a parallel sweep) take turns: the first
+  prepares, the others then find the dataset ready. The builder is made inside the lock,
+  so that it sees what the first one wrote."""
+  os.makedirs(data_dir, exist_ok=True)
+  lock_path = os.path.join(data_dir, '.prepare-' + re.sub(r'[^\w.-]', '_', task) + '.lock')
+  with open(lock_path, 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    b = builder(task, data_dir)
+    b.download_and_prepare()
   keys = b.info.supervised_keys
   if not keys or len(keys) != 2:
     raise ValueError(f'task={task!r}: the dataset has no (source, target) supervised keys')

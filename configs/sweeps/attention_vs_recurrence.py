@@ -14,7 +14,7 @@ Results: README, "Studies"; recorded in results/studies/attention_vs_recurrence/
 
 from configs.sweeps import product, sweep
 
-COMMAND = """python scripts/sweep.py --config=configs/default.py:model=mini
+COMMAND = """python scripts/sweep.py --config=configs/default.py:model=mini --parallel=2
   --workdir=runs/studies/attention_vs_recurrence
   --sweep_file=configs/sweeps/attention_vs_recurrence.py --config.data.pack=False
   --config.train.num_steps=400 --config.train.batch_size=32 --config.eval.every_steps=400

@@ -12,7 +12,7 @@ Results: README, "Studies"; recorded in results/studies/kernels/.
 
 from configs.sweeps import sweep
 
-COMMAND = """python scripts/sweep.py --config=configs/default.py:model=mini
+COMMAND = """python scripts/sweep.py --config=configs/default.py:model=mini --parallel=2
   --workdir=runs/studies/kernels --sweep_file=configs/sweeps/kernels.py
   --config.model.local_window=8 --config.train.num_steps=400 --config.train.batch_size=32
   --config.train.log_every_steps=25 --config.eval.every_steps=400

@@ -11,7 +11,7 @@ Results: README, "Studies"; recorded in results/studies/positional/.
 
 from configs.sweeps import sweep
 
-COMMAND = """python scripts/sweep.py --config=configs/default.py:model=mini
+COMMAND = """python scripts/sweep.py --config=configs/default.py:model=mini --parallel=2
   --workdir=runs/studies/positional --sweep_file=configs/sweeps/positional.py
   --config.train.num_steps=400 --config.train.batch_size=32 --config.eval.every_steps=400
   --config.checkpoint.every_steps=400 --config.eval.beam_size=1 --config.eval.test_examples=1000

@@ -17,7 +17,7 @@ Results: README, "Studies"; recorded in results/studies/table3/.
 
 from configs.sweeps import sweep
 
-COMMAND = """python scripts/sweep.py --config=configs/default.py:model=mini
+COMMAND = """python scripts/sweep.py --config=configs/default.py:model=mini --parallel=2
   --workdir=runs/studies/table3 --sweep_file=configs/sweeps/table3.py
   --config.train.num_steps=300 --config.train.batch_size=32 --config.eval.every_steps=300
   --config.checkpoint.every_steps=300 --config.eval.beam_size=1 --config.eval.num_examples=500
