@@ -528,7 +528,7 @@ def plot_by_length(points: list[Point], rows: list[dict], bins, path: str) -> st
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
-  fig, ax = plt.subplots(figsize=(6.5, 4))
+  fig, ax = plt.subplots(figsize=(7, 4.5 + 0.22 * len(points)))
   centers = [(lo + hi) / 2 for lo, hi in bins]
   drawn = 0
   for point, row in zip(points, rows):
@@ -545,9 +545,9 @@ def plot_by_length(points: list[Point], rows: list[dict], bins, path: str) -> st
   ax.set_xlabel('source length (words)')
   ax.set_ylabel('exact match (%)')
   ax.grid(alpha=0.3)
-  ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  # Below the axes: point names are long, and inside they hide the lines.
+  ax.legend(fontsize=7, loc='upper center', bbox_to_anchor=(0.5, -0.15), frameon=False)
+  fig.savefig(path, dpi=120, bbox_inches='tight')
   plt.close(fig)
   return path
 
@@ -565,17 +565,16 @@ def write_curves(points: list[Point], workdir: str) -> str | None:
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
-  fig, ax = plt.subplots(figsize=(6.5, 4))
+  fig, ax = plt.subplots(figsize=(7, 4.5 + 0.22 * len(curves)))
   for name, pairs in curves.items():
     ax.plot([s for s, _ in pairs], [l for _, l in pairs], label=name)
   ax.set_xlabel('step')
   ax.set_ylabel('training loss (label-smoothed)')
   ax.set_yscale('log')
   ax.grid(alpha=0.3)
-  ax.legend(fontsize=7)
-  fig.tight_layout()
+  ax.legend(fontsize=7, loc='upper center', bbox_to_anchor=(0.5, -0.15), frameon=False)
   path = os.path.join(workdir, 'curves.png')
-  fig.savefig(path, dpi=120)
+  fig.savefig(path, dpi=120, bbox_inches='tight')
   plt.close(fig)
   return path
 

@@ -18,7 +18,7 @@ def test_every_task_and_preset_is_valid(task, preset):
 
 def test_defaults_are_the_papers_optimizer_and_a_1x1_mesh():
   config = default.get_config()
-  assert (config.task, config.model.preset) == ('lang', 'small')
+  assert (config.task, config.model.preset) == ('lang', 'mini')
   assert (config.train.b1, config.train.b2, config.train.eps) == (0.9, 0.98, 1e-9)
   assert config.train.schedule in ('rsqrt', 'cosine', 'constant')
   assert config_check.mesh_shape(config.mesh, 1) == (1, 1)
@@ -63,7 +63,7 @@ def test_resume_compatibility_allows_only_run_length_and_evaluation_changes():
   b['train']['num_steps'] = 10 * a['train']['num_steps']
   b['eval']['beam_size'] = 1
   assert config_check.incompatible_fields(a, b) == []
-  b['model']['d_model'] = 128
+  b['model']['d_model'] = 2 * a['model']['d_model']
   b['train']['learning_rate'] = 0.5
   diff = config_check.incompatible_fields(a, b)
   assert [d.split(':')[0] for d in diff] == ['model.d_model', 'train.learning_rate']
