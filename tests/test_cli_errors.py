@@ -69,6 +69,7 @@ TRAIN_CASES = [
     (['--config.train.learning_rate=-1.0'], ['train.learning_rate']),
     (['--config.train.schedule=linear'], ['train.schedule', 'rsqrt', 'cosine']),
     (['--config.eval.beam_size=0'], ['eval.beam_size']),
+    (['--config.model.kernel=linear'], ['model.kernel=linear', 'data.pack=False']),
     (["--config.eval.extra_splits=('test_longer',)"], ['eval.extra_splits', 'test_longer',
                                                        'test_long']),
     (['--config.checkpoint.keep=0'], ['checkpoint.keep']),

@@ -141,6 +141,17 @@ def validate(config) -> None:
                       f'model.num_heads={m.num_heads}')
     if m.positional == 'rope' and (m.d_k or m.d_model // m.num_heads) % 2:
       raise UserError('config.model.positional=rope needs an even head size d_k')
+    # What a kernel cannot take fails here, not in the first train step's trace.
+    if m.kernel == 'linear' and config.data.pack:
+      raise UserError('config.model.kernel=linear has no segment ids, so it cannot read packed '
+                      'rows: set data.pack=False, or pick another kernel')
+    if m.kernel == 'linear' and m.positional == 'alibi':
+      raise UserError('config.model.kernel=linear cannot apply ALiBi biases; allowed '
+                      'model.positional with it: sinusoidal, learned, rope, none')
+    if m.attention_dropout_rate > 0 and m.kernel in ('xla', 'local', 'linear'):
+      raise UserError(f'config.model.attention_dropout_rate={m.attention_dropout_rate}: '
+                      f'kernel {m.kernel} has no attention dropout; allowed: 0, or kernel '
+                      'reference or flash')
   if m.name == 'lstm' and config.data.pack:
     raise UserError('config.data.pack=True: the LSTM (model.name=lstm) reads one sequence '
                     'per row; allowed: False')
