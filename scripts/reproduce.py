@@ -197,7 +197,7 @@ def load(path: str):
     return json.load(f)
 
 
-STUDIES = {'attention_vs_recurrence': 25, 'positional': 20, 'kernels': 20, 'table3': 45}
+STUDIES = {'attention_vs_recurrence': 15, 'positional': 20, 'kernels': 21, 'table3': 25}
 
 
 STUDY_FILES = ('results.csv', 'results.md', 'results.png', 'results_by_length.png',
