@@ -390,11 +390,7 @@ def param_count(workdir: str) -> int | None:
   return run_dir.param_counts(run_dir.load_config(workdir))['total']
 
 
-def extra_splits(point: Point) -> list[str]:
-  return extra_splits_of(point.workdir)
-
-
-def extra_splits_of(workdir: str) -> list[str]:
+def extra_splits(workdir: str) -> list[str]:
   """Splits besides test that the run scored at the end (config.eval.extra_splits)."""
   eval_dir = os.path.join(workdir, 'eval')
   if not os.path.isdir(eval_dir):
@@ -433,7 +429,7 @@ def exact_match_by_length(workdir: str, bins: list[tuple[int, int]]) -> dict:
   """Exact match (%) per source-length bin over the scored sentences of every split but
   validation (DIR/eval/<split>.tsv); None for an empty bin."""
   rows = []
-  for split in ['test', *extra_splits_of(workdir)]:
+  for split in ['test', *extra_splits(workdir)]:
     if os.path.exists(os.path.join(workdir, 'eval', f'{split}.tsv')):
       rows += _evaluator().read_predictions(workdir, split)
   scores = _scores().exact_match_by_length(rows, bins)
@@ -447,7 +443,7 @@ def result_row(point: Point, bins: list[tuple[int, int]] = ()) -> dict:
   info = _read_json(os.path.join(point.workdir, 'sweep.json'))
   row = {k: flag_text(v) for k, v in point.overrides.items()}
   row.update({column: records[split].get(key) for column, split, key in METRICS})
-  for split in extra_splits(point):
+  for split in extra_splits(point.workdir):
     record = _read_json(os.path.join(point.workdir, 'eval', f'{split}.json'))
     row.update(zip(extra_columns(split), (record.get('bleu'), record.get('exact_match'))))
   if bins:
@@ -473,7 +469,8 @@ def write_results(points: list[Point], rows: list[dict], workdir: str,
                   bins: list[tuple[int, int]] = ()) -> None:
   """DIR/results.csv and DIR/results.md: the swept keys, the metrics (those of extra
   splits and length bins too), then the rest of RESULT_COLUMNS."""
-  extra = [*dict.fromkeys(c for p in points for s in extra_splits(p) for c in extra_columns(s))]
+  extra = [*dict.fromkeys(c for p in points for s in extra_splits(p.workdir)
+                          for c in extra_columns(s))]
   metrics = [*METRIC_NAMES, *extra, *(bin_column(lo, hi) for lo, hi in bins)]
   columns = [*dict.fromkeys(k for p in points for k in p.overrides), *metrics,
              *RESULT_COLUMNS[len(METRIC_NAMES):]]
