@@ -198,12 +198,8 @@ def load(path: str):
 
 
 STUDIES = {'attention_vs_recurrence': 15, 'positional': 20, 'kernels': 21, 'table3': 25}
-
-
 STUDY_FILES = ('results.csv', 'results.md', 'results.png', 'results_by_length.png',
                'curves.json', 'curves.png')
-
-
 # Tolerances of a study's columns; the rest (wall time) are not compared. Times are
 # compared as each point's ratio to the first point of the same sweep.
 STUDY_TOLERANCE = {'bleu': dict(abs=2.0), 'exact_match': dict(abs=3.0),
@@ -319,8 +315,7 @@ def _full_table_claims():
   path = os.path.join(RESULTS, FULL)
   if not os.path.exists(path):
     return []
-  with open(path) as f:
-    rows = json.load(f)['rows']
+  rows = load(path)['rows']
   return [Claim(f"{r['candidate']} {r['pass']} {r['length']}{' causal' if r['causal'] else ''}"
                 ': x vs jax.nn', 'kernels_full', FULL, 'bench.json',
                 field(row(r['candidate'], r['length'], r['causal'], r['pass']),
@@ -333,8 +328,7 @@ def _tune_claims():
   path = os.path.join(RESULTS, 'bench_attention/tune.json')
   if not os.path.exists(path):
     return []
-  with open(path) as f:
-    rows = json.load(f)['rows']
+  rows = load(path)['rows']
   default = 'flash:256x512'
   return [Claim(f"tune {r['candidate']} {r['pass']}{' causal' if r['causal'] else ''}: "
                 'time / 256x512', 'kernels_tune', 'bench_attention/tune.json', 'tune.json',
