@@ -29,7 +29,8 @@ train: install
 
 bench: install
 	$(PY) scripts/bench_attention.py --out_dir=results/bench_attention
-	$(PY) scripts/bench_model.py --config=configs/default.py:model=small --json > results/bench_model/bench_model.json
+	$(PY) scripts/bench_model.py --config=configs/default.py:model=small \
+	    --config.model.positional=sinusoidal --json > results/bench_model/bench_model.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache

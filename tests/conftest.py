@@ -27,3 +27,9 @@ def data_dir(once):
   def build(directory):
     tasks.load('copy', str(directory))
   return str(once('data', build)[0])
+
+
+def pytest_collection_modifyitems(items):
+  """End-to-end (`slow`) tests first: each takes up to two minutes, and one that starts
+  last leaves the other xdist worker idle while it runs."""
+  items.sort(key=lambda item: item.get_closest_marker('slow') is None)

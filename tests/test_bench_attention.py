@@ -5,9 +5,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow
 def test_bench_attention_writes_json_markdown_and_plot(tmp_path):
   cmd = [sys.executable, os.path.join(ROOT, 'scripts', 'bench_attention.py'), '--lengths=64,128',
          '--candidates=flash,reference,local,jax.nn', '--repeats=1', '--heads=2',

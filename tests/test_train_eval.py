@@ -180,7 +180,8 @@ def test_copy_converges(data_dir, tmp_path):
   out = e2e.run('train.py', '--config=configs/default.py:task=copy,model=tiny',
                 f'--config.data.data_dir={data_dir}', '--config.train.num_steps=450',
                 '--config.train.batch_size=32', '--config.train.warmup_steps=50',
-                '--config.train.learning_rate=5e-3', '--config.eval.every_steps=450',
+                '--config.train.learning_rate=5e-3', '--config.train.schedule=rsqrt',
+                '--config.model.dropout_rate=0.1', '--config.eval.every_steps=450',
                 '--config.eval.beam_size=1', '--config.eval.num_examples=100',
                 '--config.eval.test_examples=200', '--config.checkpoint.every_steps=1000',
                 f'--workdir={workdir}')

@@ -33,5 +33,9 @@ ROWS = {
 }
 
 
+# The paper's positions; every point names them, since the default is now RoPE.
+PAPER = {'model.positional': 'sinusoidal'}
+
+
 def get_sweep():
-  return [point for row in ROWS.values() for point in row]
+  return [{**PAPER, **point} for row in ROWS.values() for point in row]
