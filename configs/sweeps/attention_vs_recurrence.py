@@ -1,7 +1,7 @@
 """Study (b): self-attention against recurrence, by source length, at one parameter budget.
 
-The Transformer (`mini`: 3 + 3 layers, d_model 128, the paper's sinusoidal positions)
-against a 2-layer LSTM
+The Transformer (`mini`: 3 + 3 layers, d_model 128; the paper's sinusoidal positions,
+and RoPE) against a 2-layer LSTM
 encoder-decoder with Luong attention and one without attention, their widths chosen for
 about the same number of parameters (~1.45M on `lang`), on `lang` (reordering, agreement
 across the sentence) and `reverse` (every output depends on the far end of the input).
@@ -24,6 +24,7 @@ COMMAND = """python scripts/sweep.py --config=configs/default.py:model=mini --pa
 
 MODELS = [
     {'model.name': 'transformer', 'model.positional': 'sinusoidal'},
+    {'model.name': 'transformer', 'model.positional': 'rope'},
     {'model.name': 'lstm', 'model.rnn_attention': 'luong', 'model.num_layers': 2,
      'model.d_model': 192},
     {'model.name': 'lstm', 'model.rnn_attention': 'none', 'model.num_layers': 2,
