@@ -273,9 +273,9 @@ def train_job(name: str, config: str, minutes: float, quick: bool = False, *extr
 
 JOBS += [
     # `make train`: the same command.
-    train_job('default', 'configs/default.py', 10, False, "--config.eval.extra_splits=('test_long',)"),
-    train_job('copy_tiny', 'configs/default.py:task=copy,model=tiny', 4.5, True),
-    train_job('reverse_tiny', 'configs/default.py:task=reverse,model=tiny', 4.5),
+    train_job('default', 'configs/default.py', 7, False, "--config.eval.extra_splits=('test_long',)"),
+    train_job('copy_tiny', 'configs/default.py:task=copy,model=tiny', 2.5, True),
+    train_job('reverse_tiny', 'configs/default.py:task=reverse,model=tiny', 4),
 ]
 
 
