@@ -96,17 +96,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 # The algorithmic tasks are exact symbol manipulation: no dropout, a higher peak rate
 # annealed to zero (cosine), greedy decoding (one right answer; beam search finds nothing
-# better) and one validation pass, at the end. `copy` takes the paper's absolute positions:
-# its output i is source word i, which RoPE (relative positions only; none across
-# cross-attention) can reach only by counting; `reverse` keeps RoPE, its output i being
-# the word i places before EOS. Measured with model=tiny on 2 CPU cores (README,
-# "Results"; results/train/{copy,reverse}_tiny/).
+# better), one validation pass at the end, and the paper's absolute positions: output i
+# is source word i (copy) or the word i places before EOS (reverse), and cross-attention
+# sees no positions under RoPE, which then has to count. Measured with model=tiny on
+# 2 CPU cores (README, "Results"; results/train/{copy,reverse}_tiny/).
 TASK_DEFAULTS = {
-    'copy': {'train.num_steps': 300, 'model.positional': 'sinusoidal'},
+    'copy': {'train.num_steps': 300},
     'reverse': {'train.num_steps': 600},
 }
 ALGORITHMIC = {'train.learning_rate': 1e-2, 'train.schedule': 'cosine',
-               'model.dropout_rate': 0.0, 'eval.beam_size': 1}
+               'model.dropout_rate': 0.0, 'eval.beam_size': 1,
+               'model.positional': 'sinusoidal'}
 
 
 def _apply_task_defaults(config):

@@ -43,8 +43,8 @@ def get_model_config(preset: str = 'mini') -> ml_collections.ConfigDict:
       dropout_rate=0.1,
       attention_dropout_rate=0.0,
       # sinusoidal (the paper's; presets base and big) | learned | rope | alibi | none.
-      # RoPE by default: it learns `lang` and `reverse` several times faster (README,
-      # positional-encodings study).
+      # RoPE by default: it learns `lang` several times faster (README, positional
+      # study); the algorithmic tasks switch back (configs/default.py, TASK_DEFAULTS).
       positional='rope',
       norm='pre',                  # 'pre' (default) | 'post' (the paper's original)
       share_embeddings=True,       # source, target and output share one matrix (paper, 3.4)

@@ -312,6 +312,11 @@ UNCHECKED = [
      'script outside the repository (see BENCHMARKS); its raw rows are in '
      'results/bench_model/flax_wmt_side_by_side.jsonl'),
     ('BENCHMARKS, 8-GPU scaling', 'a paper estimate, not a measurement'),
+    ('README, Results: "How these were found"', 'exploratory train.py runs (their settings '
+     'are given there) whose outputs were not kept; the chosen settings are the checked '
+     'train_copy_tiny and train_reverse_tiny jobs'),
+    ('README and BENCHMARKS: wall times of whole commands', 'absolute seconds on a VM whose '
+     'speed drifts up to 2x; only same-run ratios are compared'),
 ]
 
 

@@ -72,7 +72,7 @@ def test_resume_compatibility_allows_only_run_length_and_evaluation_changes():
 def test_task_defaults_come_with_the_config_string():
   lang, copy, reverse = (default.get_config(f'task={t},model=tiny') for t in ('lang', 'copy', 'reverse'))
   assert (lang.model.positional, lang.model.dropout_rate, lang.train.schedule) == ('rope', 0.1, 'rsqrt')
-  assert copy.model.positional == 'sinusoidal' and reverse.model.positional == 'rope'
+  assert copy.model.positional == reverse.model.positional == 'sinusoidal'
   for config in (copy, reverse):
     assert (config.model.dropout_rate, config.train.schedule, config.eval.beam_size) == (0.0, 'cosine', 1)
     assert config.eval.every_steps == config.checkpoint.every_steps == config.train.num_steps
