@@ -19,7 +19,11 @@ from attention.training import checkpointing, run_dir
 from tests import e2e
 
 
+# The copy task's defaults but with dropout (its masks must agree across meshes too) and
+# the rsqrt schedule: the reference runs 24 steps and the others 20, and a cosine schedule
+# would differ between them (it ends at num_steps).
 RUN = ['--config=configs/default.py:task=copy,model=tiny', '--config.train.batch_size=8',
+       '--config.model.dropout_rate=0.1', '--config.train.schedule=rsqrt',
        '--config.data.max_length=32', '--config.data.bucket_boundaries=(16,32)',
        '--config.train.warmup_steps=4', '--config.train.log_every_steps=2',
        '--config.eval.every_steps=1000', '--config.eval.num_examples=4',

@@ -161,7 +161,7 @@ def test_sweep_file_points_and_commands(tmp_path):
                            '/model.num_layers=2,train.learning_rate=0.01,train.warmup_steps=100')
 
 
-STUDIES = {'attention_vs_recurrence': 6, 'positional': 5, 'kernels': 5, 'table3': 10}
+STUDIES = {'attention_vs_recurrence': 8, 'positional': 5, 'kernels': 5, 'table3': 10}
 
 
 @pytest.mark.parametrize('study', sorted(STUDIES))
@@ -174,8 +174,8 @@ def test_study_commands_parse(study, tmp_path):
   assert out.returncode == 0, out.stderr
   lines = out.stdout.splitlines()
   assert len(lines) == len(module.get_sweep()) == STUDIES[study]
-  if study == 'table3':   # the point without overrides is the base config itself
-    assert lines[0].endswith(f'--workdir={tmp_path}/base')
+  if study == 'table3':   # the base point: the paper's positions, nothing else changed
+    assert lines[0].endswith(f'--workdir={tmp_path}/model.positional=sinusoidal')
 
 
 def test_helpers():

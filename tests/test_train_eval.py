@@ -10,7 +10,10 @@ import pytest
 from tests import e2e
 
 
+# rsqrt: the resume fixture stops a run at 6 steps and extends it to 12, and a cosine
+# schedule (it ends at num_steps) would change with the extension.
 TINY = ['--config=configs/default.py:task=copy,model=tiny', '--config.train.batch_size=8',
+        '--config.train.schedule=rsqrt',
         '--config.data.max_length=48', '--config.train.warmup_steps=4',
         '--config.train.log_every_steps=2', '--config.eval.every_steps=6',
         '--config.eval.num_examples=8', '--config.eval.test_examples=16',
