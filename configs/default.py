@@ -114,8 +114,5 @@ def _apply_task_defaults(config):
   not when --config.task changes it afterwards; flags override them as any field."""
   if config.task not in TASK_DEFAULTS:
     return
-  for field, value in {**ALGORITHMIC, **TASK_DEFAULTS[config.task]}.items():
-    group, name = field.split('.')
-    config[group][name] = value
-  num_steps = config.train.num_steps
-  config.eval.every_steps = config.checkpoint.every_steps = num_steps
+  config.update_from_flattened_dict({**ALGORITHMIC, **TASK_DEFAULTS[config.task]})
+  config.eval.every_steps = config.checkpoint.every_steps = config.train.num_steps

@@ -16,8 +16,8 @@ from configs.sweeps import sweep
 
 COMMAND = """python scripts/sweep.py --config=configs/default.py:model=mini --parallel=2
   --workdir=runs/studies/kernels --sweep_file=configs/sweeps/kernels.py
-  --config.model.positional=sinusoidal --config.model.local_window=8 --config.train.num_steps=400 --config.train.batch_size=32
-  --config.train.log_every_steps=25 --config.eval.every_steps=400
+  --config.model.positional=sinusoidal --config.model.local_window=8
+  --config.train.num_steps=400 --config.train.batch_size=32 --config.train.log_every_steps=25 --config.eval.every_steps=400
   --config.checkpoint.every_steps=400 --config.eval.beam_size=1 --config.eval.test_examples=1000"""
 
 
