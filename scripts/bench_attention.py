@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -37,6 +36,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from attention import kernels  # noqa: E402
+from attention import machine  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list('lengths', ['256', '1024', '4096', '16384'], 'Sequence lengths (q = kv).')
@@ -257,18 +257,6 @@ def plot(rows, path):
   fig.savefig(path, dpi=120)
 
 
-def machine():
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open('/proc/cpuinfo') as f:
-      cpu = next(l.split(':', 1)[1].strip() for l in f if l.startswith('model name'))
-  except (OSError, StopIteration):
-    pass
-  return {'cpu': cpu, 'cores': os.cpu_count(), 'backend': jax.default_backend(),
-          'devices': [d.device_kind for d in jax.devices()], 'jax': jax.__version__,
-          'python': platform.python_version()}
-
-
 def main(argv):
   del argv
   if FLAGS.rss_probe:
@@ -294,11 +282,12 @@ def main(argv):
           print(json.dumps(r), flush=True)
   os.makedirs(FLAGS.out_dir, exist_ok=True)
   stem = os.path.join(FLAGS.out_dir, 'tune' if FLAGS.tune else 'bench')
-  info = machine()
+  info = machine.describe()
   command = 'python ' + ' '.join([os.path.relpath(__file__)] + sys.argv[1:])
   with open(stem + '.json', 'w') as f:
     json.dump({'machine': info, 'command': command, 'rows': rows}, f, indent=1)
-  header = (f"`{command}`  \n{info['cpu']}, {info['cores']} cores, {info['backend']}, "
+  header = (f"`{command}`  \n{info['cpu']} ({info['cpu_id']}, {info['isa']}), "
+            f"{info['cores']} cores, {info['backend']}, "
             f"jax {info['jax']}; fp32, batch {FLAGS.batch}, {FLAGS.heads} heads, "
             f"head_dim {FLAGS.head_dim}; median of {FLAGS.repeats}")
   with open(stem + '.md', 'w') as f:

@@ -11,7 +11,11 @@ number was recorded. A claim reads one value from that recorded file and the sam
 from the file the job writes now, and checks them against its tolerance:
 
   timings   only ratios taken inside one run (flash against jax.nn in the same process),
-            compared relatively: the development VM drifts by 10-30% in absolute speed
+            compared relatively: the development VM drifts by 10-30% in absolute speed;
+            and only with a recording from the same kind of machine (vector ISA and
+            devices, attention/machine.py): x/bench.json is the first recording,
+            x/bench.avx2.json the same job recorded on an AVX2 host. Without one, the
+            claim is reported as not comparable, neither passed nor failed
   memory    compiled temporary bytes, deterministic for one jax version
   quality   BLEU / exact match / perplexity of seeded runs, compared absolutely
 
@@ -47,6 +51,7 @@ from absl import app, flags
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)   # configs/ from a checkout
 RESULTS = os.path.join(ROOT, 'results')
+from attention import machine  # noqa: E402
 PY = sys.executable
 
 _WORKDIR = flags.DEFINE_string('workdir', 'runs/reproduce', 'Where the jobs write their output.')
@@ -89,6 +94,7 @@ class Claim:
   rel: float = 0.0                # pass if |now - recorded| <= rel * |recorded| + abs
   abs: float = 0.0
   where: str = ''                 # where the number is quoted
+  timing: bool = False            # compared only between machines of one kind (attention.machine)
 
 
 def _bench(out_dir, *args):
@@ -128,8 +134,12 @@ JOBS = [
                                    '--rss_lengths='),),
         {'bench.json': 'bench_attention_causal/bench.json'}, minutes=4, needs=('torch',)),
     Job('kernels_rss', (_bench('{out}', '--lengths=16384', '--causal=false', '--passes=fwd_bwd',
-                               '--candidates=flash,local,linear,torch', '--repeats=1'),),
+                               '--candidates=flash,local,linear,torch', '--repeats=1',
+                               '--max_seconds=120'),),
         {'bench.json': 'bench_attention_rss/bench.json'}, minutes=8, needs=('torch',)),
+    Job('kernels_growth', (_bench('{out}', '--lengths=4096,16384', '--candidates=local,linear',
+                                  '--repeats=7', '--rss_lengths='),),
+        {'bench.json': 'bench_attention_growth/bench.json'}, minutes=3),
     Job('kernels_full', (_bench('{out}', '--repeats=5'),),
         {'bench.json': 'bench_attention/bench.json'}, minutes=90, needs=('torch',)),
     Job('kernels_tune', (_bench('{out}', '--tune', '--lengths=4096', '--causal=false,true',
@@ -148,13 +158,14 @@ JOBS = [
 ]
 
 FULL, TARGETS = 'bench_attention/bench.json', 'bench_attention_causal/bench.json'
+GROWTH = 'bench_attention_growth/bench.json'
 RSS, MESHES = 'bench_attention_rss/bench.json', 'bench_model/meshes_8_forced_cpu_devices.json'
 
 CLAIMS = [
     # Flash against jax.nn at 1024 in one process; recorded by the full kernel table.
     *[Claim(f"flash {pass_} 1024{' causal' if causal else ''}: x vs jax.nn", 'kernels_quick',
             FULL, 'bench.json', field(row('flash', 1024, causal, pass_), 'speedup_vs_jax.nn'),
-            rel=0.3, where='BENCHMARKS, Full table')
+            rel=0.3, where='BENCHMARKS, Full table', timing=True)
       for causal in (False, True) for pass_ in ('fwd', 'fwd_bwd')],
     # Compiled temporaries at 16384: deterministic for one jax version.
     *[Claim(f'{name} fwd+bwd 16384: XLA temporaries (MiB)', 'kernels_memory',
@@ -168,9 +179,15 @@ CLAIMS = [
     # BENCHMARKS "Targets, side by side" (needs PyTorch).
     *[Claim(f'{name} {pass_} 4096: x vs {peer}', 'kernels_targets', TARGETS, 'bench.json',
             field(row(name, 4096, False, pass_), f'speedup_vs_{peer}'), rel=0.25,
-            where='BENCHMARKS, Targets')
+            where='BENCHMARKS, Targets', timing=True)
       for name in ('flash', 'flash+causal') for pass_ in ('fwd', 'fwd_bwd')
       for peer in ('jax.nn', 'torch')],
+    # BENCHMARKS "Local and linear growth": time at 16384 / time at 4096, one run.
+    *[Claim(f"{name} {pass_}{' causal' if causal else ''}: time 16384 / 4096", 'kernels_growth',
+            GROWTH, 'bench.json', ratio(row(name, 4096, causal, pass_),
+                                        row(name, 16384, causal, pass_)),
+            rel=0.3, where='BENCHMARKS, Targets', timing=True)
+      for name in ('local', 'linear') for causal in (False, True) for pass_ in ('fwd', 'fwd_bwd')],
     *[Claim(f'{name} fwd+bwd 16384: peak RSS (MiB)', 'kernels_rss', RSS, 'bench.json',
             lambda d, n=name: field(row(n, 16384, False, 'fwd_bwd'), 'peak_rss_bytes')(d) / 2**20,
             rel=0.15, where='BENCHMARKS, Peak memory at 16384')
@@ -330,7 +347,7 @@ def _full_table_claims():
   return [Claim(f"{r['candidate']} {r['pass']} {r['length']}{' causal' if r['causal'] else ''}"
                 ': x vs jax.nn', 'kernels_full', FULL, 'bench.json',
                 field(row(r['candidate'], r['length'], r['causal'], r['pass']),
-                      'speedup_vs_jax.nn'), rel=0.3, where='BENCHMARKS, Full table')
+                      'speedup_vs_jax.nn'), rel=0.3, where='BENCHMARKS, Full table', timing=True)
           for r in rows if 'speedup_vs_jax.nn' in r and r['candidate'] != 'jax.nn']
 
 
@@ -345,7 +362,7 @@ def _tune_claims():
                 'time / 256x512', 'kernels_tune', 'bench_attention/tune.json', 'tune.json',
                 ratio(row(default, 4096, r['causal'], r['pass']),
                       row(r['candidate'], 4096, r['causal'], r['pass'])),
-                rel=0.25, where='BENCHMARKS, CPU tile sizes')
+                rel=0.25, where='BENCHMARKS, CPU tile sizes', timing=True)
           for r in rows if r['candidate'] != default and 'seconds' in r]
 
 
@@ -398,16 +415,47 @@ def check(claim: Claim, job: Job, workdir: str) -> dict:
   result = {'claim': claim.name, 'job': job.name, 'where': claim.where,
             'tolerance': _tolerance_text(claim)}
   try:
-    result['recorded'] = float(claim.value(load(recorded_path)))
+    recorded = load(recorded_path)
+    result['recorded'] = float(claim.value(recorded))
   except (OSError, KeyError, ValueError, TypeError) as e:
     return {**result, 'status': f'no recorded value ({type(e).__name__}: {e})'}
   try:
-    result['now'] = float(claim.value(load(produced_path)))
+    produced = load(produced_path)
+    result['now'] = float(claim.value(produced))
   except (OSError, KeyError, ValueError, TypeError) as e:
     return {**result, 'status': f'FAIL: no value produced ({type(e).__name__}: {e})'}
+  if claim.timing:
+    why = machine.same_kind(_machine(recorded), _machine(produced))
+    other = for_machine(recorded_path, _machine(produced))
+    if why and other != recorded_path and os.path.exists(other):
+      # The same job recorded on this kind of machine too: compare with that recording.
+      why, recorded = machine.same_kind(_machine(load(other)), _machine(produced)), load(other)
+      result['recorded'] = float(claim.value(recorded))
+    if why:
+      return {**result, 'status': f'not comparable: {why}'}
   slack = claim.rel * abs(result['recorded']) + claim.abs
   ok = abs(result['now'] - result['recorded']) <= slack
   return {**result, 'status': 'pass' if ok else 'FAIL'}
+
+
+def _machine(data) -> dict | None:
+  return data.get('machine') if isinstance(data, dict) else None
+
+
+def for_machine(recorded_path: str, produced_machine: dict | None) -> str:
+  """Where the recording from a machine of another kind lives: x/bench.json is the first
+  recording; x/bench.avx2.json the same job recorded on an AVX2 machine (attention.machine).
+  """
+  if not produced_machine or 'isa' not in produced_machine or not os.path.exists(recorded_path):
+    return recorded_path
+  try:
+    first = _machine(load(recorded_path))
+  except (OSError, ValueError):
+    return recorded_path
+  if machine.same_kind(first, produced_machine) is None:
+    return recorded_path
+  stem, ext = os.path.splitext(recorded_path)
+  return f"{stem}.{produced_machine['isa']}{ext}"
 
 
 def _tolerance_text(claim: Claim) -> str:
@@ -435,6 +483,11 @@ def record(job: Job, workdir: str) -> None:
     if not os.path.exists(source):   # a plot the sweep had no data for
       continue
     target = os.path.join(RESULTS, recorded)
+    if source.endswith('.json'):   # never over a recording from another kind of machine
+      try:
+        target = for_machine(target, _machine(load(source)))
+      except ValueError:
+        pass
     os.makedirs(os.path.dirname(target), exist_ok=True)
     shutil.copyfile(source, target)
     print(f'recorded {target}')
@@ -494,8 +547,11 @@ def main(argv):
     json.dump(results, f, indent=1)
   failed = [r for r in results if r['status'].startswith('FAIL')]
   passed = sum(r['status'] == 'pass' for r in results)
-  print(f'{passed} passed, {len(failed)} failed, {len(results) - passed - len(failed)} '
-        f'skipped or unrecorded, of {len(results)} claims')
+  other_machine = sum(r['status'].startswith('not comparable') for r in results)
+  print(f'{passed} passed, {len(failed)} failed, {other_machine} not comparable (timings '
+        f'recorded on another kind of machine), '
+        f'{len(results) - passed - len(failed) - other_machine} skipped or unrecorded, '
+        f'of {len(results)} claims')
   return 1 if failed else 0
 
 

@@ -77,3 +77,43 @@ def test_claims_pass_within_tolerance_and_fail_past_it(tmp_path):
   failed = sorted(r['claim'] for r in results if r['status'] == 'FAIL')
   assert failed == ['flash fwd+bwd 16384: XLA temporaries (MiB)',
                     'fwd+bwd 16384: reference / flash temporaries']
+
+
+def test_timings_are_compared_only_between_machines_of_one_kind(tmp_path):
+  """kernels_quick's claims read flash-vs-jax.nn ratios. With the job marked done (no
+  kernel runs), a produced file from a machine with another vector ISA is reported as not
+  comparable, not as a pass or a failure; from the same kind of machine, a ratio 2x off
+  its recorded value fails."""
+  def bench(isa, speedup):
+    rows = [{'candidate': 'flash', 'length': 1024, 'causal': causal, 'pass': pass_,
+             'speedup_vs_jax.nn': speedup} for causal in (False, True)
+            for pass_ in ('fwd', 'fwd_bwd')]
+    return json.dumps({'machine': {'cpu': 'x', 'cpu_id': 'family 1 model 1', 'isa': isa,
+                                   'devices': ['cpu']}, 'rows': rows})
+
+  recorded = tmp_path / 'results' / 'bench_attention'
+  recorded.mkdir(parents=True)
+  (recorded / 'bench.json').write_text(bench('avx512', 2.0))
+  job = tmp_path / 'w' / 'kernels_quick'
+  job.mkdir(parents=True)
+  (job / 'done.json').write_text('{}')
+  args = ['--only=kernels_quick', f'--workdir={tmp_path / "w"}',
+          f'--results_dir={tmp_path / "results"}']
+
+  (job / 'bench.json').write_text(bench('avx2', 1.0))
+  other = reproduce(*args)
+  assert other.returncode == 0, other.stdout + other.stderr
+  assert '0 passed, 0 failed, 4 not comparable' in other.stdout, other.stdout
+  assert 'recorded on avx512 (family 1 model 1, cpu), measured on avx2' in other.stdout
+
+  (job / 'bench.json').write_text(bench('avx512', 1.0))
+  same = reproduce(*args)
+  assert same.returncode == 1, same.stdout + same.stderr
+  assert '0 passed, 4 failed, 0 not comparable' in same.stdout, same.stdout
+
+  # A recording of the same job from this kind of machine is used where it exists.
+  (recorded / 'bench.avx2.json').write_text(bench('avx2', 1.1))
+  (job / 'bench.json').write_text(bench('avx2', 1.0))
+  alt = reproduce(*args)
+  assert alt.returncode == 0, alt.stdout + alt.stderr
+  assert '4 passed, 0 failed, 0 not comparable' in alt.stdout, alt.stdout
