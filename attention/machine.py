@@ -2,8 +2,8 @@
 
 XLA compiles for the host it runs on, so one kernel on an AVX2 CPU and on an AVX-512 CPU
 is two different programs: flash's forward+backward at 4096 took 1.0 s on the Zen 5
-(AVX-512) VM its table was recorded on and 2.0 s on a Zen 3 (AVX2) VM of the same name,
-while PyTorch's moved by 20% (BENCHMARKS.md). Timings, even ratios taken in one run, are
+(AVX-512) VM its table was recorded on and 1.9 s on a Zen 3 (AVX2) VM of the same name,
+while PyTorch's moved by 26% (BENCHMARKS.md). Timings, even ratios taken in one run, are
 therefore only compared between machines with the same `isa` and devices.
 """
 

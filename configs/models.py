@@ -50,7 +50,7 @@ def get_model_config(preset: str = 'mini') -> ml_collections.ConfigDict:
       share_embeddings=True,       # source, target and output share one matrix (paper, 3.4)
       kernel='flash',              # any name in attention.kernels.names()
       local_window=32,             # kernel='local': keys within this many positions each side
-      linear_chunk=64,             # kernel='linear': chunk length of the causal prefix sums
+      linear_chunk=64,             # kernel='linear': chunk length of the causal scan
       activation='relu',           # 'relu' (paper) | 'gelu'
       qk_norm=False,
       rnn_attention='luong',       # name='lstm' only: none | luong | bahdanau

@@ -94,7 +94,7 @@ def test_linear_matches_float64_formula(name):
 
 
 def test_linear_causal_gradients_match_quadratic_form():
-  """Chunked prefix sums vs the O(T^2) masked form of the same function, gradients too."""
+  """The chunked causal scan vs the O(T^2) masked form of the same function, gradients too."""
   rng, seed = fresh_rng()
   q, k, v = (jnp.asarray(rng.normal(size=(2, 37, 2, 16)), jnp.float32) for _ in range(3))
   phi = kernels.linear.feature_map

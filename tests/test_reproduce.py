@@ -117,3 +117,16 @@ def test_timings_are_compared_only_between_machines_of_one_kind(tmp_path):
   alt = reproduce(*args)
   assert alt.returncode == 0, alt.stdout + alt.stderr
   assert '4 passed, 0 failed, 0 not comparable' in alt.stdout, alt.stdout
+
+
+def test_machine_kind_is_the_vector_isa_and_devices():
+  from attention import machine
+  here = machine.cpu()
+  assert here['isa'] in ('avx512', 'avx2') or here['isa'] == os.uname().machine, here
+  zen5 = {'isa': 'avx512', 'cpu_id': 'family 26 model 2', 'devices': ['cpu']}
+  zen3 = {'isa': 'avx2', 'cpu_id': 'family 25 model 1', 'devices': ['cpu']}
+  assert machine.same_kind(zen5, dict(zen5, cpu_id='family 26 model 9')) is None
+  assert machine.same_kind(zen5, zen3) == ('recorded on avx512 (family 26 model 2, cpu), '
+                                           'measured on avx2 (family 25 model 1, cpu)')
+  assert machine.same_kind(zen5, dict(zen5, devices=['H100'])) is not None
+  assert machine.same_kind({'cpu': 'old file'}, zen3) is None   # recorded before `isa` was
