@@ -79,3 +79,22 @@ def test_task_defaults_come_with_the_config_string():
     config_check.validate(config)
   # The paper's presets keep the paper's positions.
   assert default.get_config('model=base').model.positional == 'sinusoidal'
+
+
+@pytest.mark.parametrize('schedule, warns', [('cosine', True), ('rsqrt', False)])
+def test_extending_a_cosine_run_warns_that_the_decay_jumps(tmp_path, monkeypatch, schedule,
+                                                           warns):
+  from attention.training import run_dir
+  saved = default.get_config('task=copy,model=tiny')
+  saved.train.schedule = schedule
+  run_dir.save_config(str(tmp_path), saved)
+  longer = default.get_config('task=copy,model=tiny')
+  longer.train.schedule = schedule
+  longer.train.num_steps = 2 * saved.train.num_steps
+  messages = []
+  monkeypatch.setattr(run_dir.logging, 'warning', lambda msg, *args: messages.append(msg % args))
+  run_dir.check_compatible(str(tmp_path), longer)    # allowed either way
+  run_dir.check_compatible(str(tmp_path), saved)     # same length: never a warning
+  assert len(messages) == int(warns), messages
+  if warns:
+    assert 'train.num_steps changed from 300 to 600' in messages[0] and 'cosine' in messages[0]

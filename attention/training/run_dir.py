@@ -16,6 +16,7 @@ import os
 
 import jax
 import ml_collections
+from absl import logging
 from flax import nnx
 
 from attention import models
@@ -61,6 +62,15 @@ def check_compatible(workdir: str, config) -> None:
   if diff:
     raise UserError(f'--workdir={workdir} holds a run with a different config ({"; ".join(diff)}); '
                     'use a new workdir, or change only train.num_steps, eval.*, checkpoint.*')
+  old_steps, new_steps = saved.train.num_steps, config.train.num_steps
+  if old_steps != new_steps and config.train.schedule == 'cosine':
+    # Allowed (it is how a run is extended), but the decay is stretched from here on: the
+    # learning rate jumps at the resume step, and the result is neither the old run nor a
+    # fresh run of new_steps.
+    logging.warning('train.num_steps changed from %d to %d on resuming a cosine schedule: the '
+                    'learning rate now follows the %d-step decay from the resumed step on (a '
+                    'jump); a fresh %d-step run would differ', old_steps, new_steps, new_steps,
+                    new_steps)
 
 
 def save_config(workdir: str, config) -> None:
