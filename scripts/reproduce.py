@@ -339,6 +339,15 @@ UNCHECKED = [
      'train_copy_tiny and train_reverse_tiny jobs'),
     ('README and BENCHMARKS: wall times of whole commands', 'absolute seconds on a VM whose '
      'speed drifts up to 2x; only same-run ratios are compared'),
+    ('BENCHMARKS, "Local and linear growth": the A/B of the linear rewrite, the 32 MiB copy, '
+     'the two earlier growth runs', 'measurements made while changing the kernel (old and new '
+     'code side by side in one process); the old code is gone, the recorded growth run is '
+     'the checked kernels_growth job'),
+    ('BENCHMARKS, Targets: the Zen 3 tile sweep and XLA CPU options', 'single exploratory '
+     'runs that found nothing to change; the kernels_tune job re-runs the full sweep'),
+    ('README, Install: the suite on Python 3.10/3.11/3.12', 'test runs in fresh venvs, not '
+     'numbers: re-run with make install PYTHON=pythonX.Y VENV=DIR, then DIR/bin/python -m '
+     'pytest -n 2 tests'),
 ]
 
 

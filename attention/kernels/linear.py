@@ -40,7 +40,9 @@ def linear_attention(query, key, value, *, mask=None, bias=None, is_causal=False
     raise ValueError(f'linear: chunk_size must be positive, got {chunk_size}')
   b, kh, g = dims.batch, dims.num_kv_heads, dims.groups
   q_scale = 1.0 if scale is None else float(scale)
-  kv_valid = jnp.full((b,), dims.kv_len) if kv_lengths is None else kv_lengths
+  # Padded block positions (>= kv_len) must never count, whatever kv_lengths says.
+  kv_valid = jnp.minimum(dims.kv_len if kv_lengths is None else kv_lengths, dims.kv_len)
+  kv_valid = jnp.broadcast_to(kv_valid, (b,))
   q_valid = jnp.full((b,), dims.q_len) if q_lengths is None else q_lengths
 
   # Feature maps and normalization are closures applied where their inputs are used (per
