@@ -102,7 +102,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 # 2 CPU cores (README, "Results"; results/train/{copy,reverse}_tiny/).
 TASK_DEFAULTS = {
     'copy': {'train.num_steps': 300},
-    'reverse': {'train.num_steps': 600},
+    'reverse': {'train.num_steps': 550},
 }
 ALGORITHMIC = {'train.learning_rate': 1e-2, 'train.schedule': 'cosine',
                'model.dropout_rate': 0.0, 'eval.beam_size': 1,

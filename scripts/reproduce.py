@@ -297,7 +297,7 @@ JOBS += [
     # `make train`: the same command.
     train_job('default', 'configs/default.py', 7, False, "--config.eval.extra_splits=('test_long',)"),
     train_job('copy_tiny', 'configs/default.py:task=copy,model=tiny', 2.5, True),
-    train_job('reverse_tiny', 'configs/default.py:task=reverse,model=tiny', 4),
+    train_job('reverse_tiny', 'configs/default.py:task=reverse,model=tiny', 3),
 ]
 
 
