@@ -438,18 +438,14 @@ def check(claim: Claim, job: Job, workdir: str) -> dict:
   except (OSError, KeyError, ValueError, TypeError) as e:
     return {**result, 'status': f'FAIL: no value produced ({type(e).__name__}: {e})'}
   if claim.timing:
-    why = machine.same_kind(_machine(recorded), _machine(produced))
-    # Other recordings of the same value: this file or `also` from another kind of machine.
-    others = [for_machine(os.path.join(RESULTS, path), _machine(produced))
-              for path in (claim.recorded, *claim.also)]
-    for other in others:
-      if not why or not os.path.exists(other):
-        continue
-      data = load(other)
-      if machine.same_kind(_machine(data), _machine(produced)) is None:
-        why, result['recorded'] = None, float(claim.value(data))
-    if why:
-      return {**result, 'status': f'not comparable: {why}'}
+    here = _machine(produced)
+    why = machine.same_kind(_machine(recorded), here)
+    if why:   # another recording of the same value, from this kind of machine?
+      same = next((d for d in _other_recordings(claim, here)
+                   if machine.same_kind(_machine(d), here) is None), None)
+      if same is None:
+        return {**result, 'status': f'not comparable: {why}'}
+      result['recorded'] = float(claim.value(same))
   slack = claim.rel * abs(result['recorded']) + claim.abs
   ok = abs(result['now'] - result['recorded']) <= slack
   return {**result, 'status': 'pass' if ok else 'FAIL'}
@@ -457,6 +453,16 @@ def check(claim: Claim, job: Job, workdir: str) -> dict:
 
 def _machine(data) -> dict | None:
   return data.get('machine') if isinstance(data, dict) else None
+
+
+def _other_recordings(claim: Claim, here: dict | None):
+  """Parsed files that may hold the claim's value from a machine like `here`: the
+  per-ISA sibling of its recorded file, then `also` and their siblings."""
+  paths = [os.path.join(RESULTS, p) for p in (claim.recorded, *claim.also)]
+  for path in paths:
+    for candidate in dict.fromkeys([path, for_machine(path, here)]):
+      if candidate != paths[0] and os.path.exists(candidate):
+        yield load(candidate)
 
 
 def for_machine(recorded_path: str, produced_machine: dict | None) -> str:

@@ -67,11 +67,10 @@ def linear_attention(query, key, value, *, mask=None, bias=None, is_causal=False
 
 
 def _to_blocks(x, size):
-  """[B, T, ...] -> ([n, B, size, ...] zero-padded, positions [n, size]); n = ceil(T / size)."""
+  """[B, T, ...] -> [n, B, size, ...], zero-padded; n = ceil(T / size)."""
   n = -(-x.shape[1] // size)
   x = jnp.pad(x, [(0, 0), (0, n * size - x.shape[1])] + [(0, 0)] * (x.ndim - 2))
-  pos = jnp.arange(n * size).reshape(n, size)
-  return jnp.moveaxis(x.reshape(x.shape[0], n, size, *x.shape[2:]), 1, 0), pos
+  return jnp.moveaxis(x.reshape(x.shape[0], n, size, *x.shape[2:]), 1, 0)
 
 
 def _from_blocks(x, length):
@@ -120,7 +119,7 @@ def _causal(query, key, value, chunk, phi_q, phi_k, normalize):
 
   b, _, kh, h = key.shape
   state = (jnp.zeros((b, kh, h, value.shape[-1]), jnp.float32), jnp.zeros((b, kh, h), jnp.float32))
-  q_blocks, pos = _to_blocks(query, chunk)
-  _, out = jax.lax.scan(step, state, (q_blocks, _to_blocks(key, chunk)[0],
-                                      _to_blocks(value, chunk)[0], pos))
+  q_blocks, k_blocks, v_blocks = (_to_blocks(x, chunk) for x in (query, key, value))
+  pos = jnp.arange(q_blocks.shape[0] * chunk).reshape(-1, chunk)   # [n, C]
+  _, out = jax.lax.scan(step, state, (q_blocks, k_blocks, v_blocks, pos))
   return _from_blocks(out, query.shape[1])
