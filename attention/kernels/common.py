@@ -226,3 +226,18 @@ def rng_to_seed(dropout_rng) -> Array:
   if jnp.issubdtype(dropout_rng.dtype, jax.dtypes.prng_key):
     dropout_rng = jax.random.key_data(dropout_rng)
   return jnp.asarray(dropout_rng, jnp.uint32).reshape(-1)[:2]
+
+
+def full_like_inputs(shape, fill, *inputs, dtype=jnp.float32) -> Array:
+  """jnp.full(shape, fill, dtype), varying over every shard_map mesh axis that any array
+  in `inputs` (pytrees, None skipped) varies over.
+
+  A loop carry must keep one type across iterations. Inside shard_map, values computed
+  from sharded inputs vary over the mesh axes, so a carry initialized with a plain
+  constant would not type-check; one built here has the type of what the loop computes.
+  Outside shard_map this is the constant (the added zeros fold away).
+  """
+  out = jnp.full(shape, fill, dtype)
+  for x in jax.tree_util.tree_leaves(inputs):
+    out = out + jax.lax.full_like(x, 0, dtype, shape)
+  return out

@@ -216,8 +216,10 @@ def _forward(plan: _Plan, q, k, v, bias, aux):
                       preferred_element_type=jnp.float32)
       return m_new, l, acc * correction[..., None] + pv
 
-    init = (jnp.full(acc_shape, -jnp.inf, jnp.float32), jnp.zeros(acc_shape, jnp.float32),
-            jnp.zeros(acc_shape + (d.value_dim,), jnp.float32))
+    # Typed like what the loop computes from these (shard_map: common.full_like_inputs).
+    full = lambda shape, fill: common.full_like_inputs(shape, fill, q_blk, k, v, bias, aux)
+    init = (full(acc_shape, -jnp.inf), full(acc_shape, 0.0),
+            full(acc_shape + (d.value_dim,), 0.0))
     split, hi = _kv_block_range(plan, i, aux)
     carry = lax.fori_loop(0, split, functools.partial(kv_step, on_diagonal=False), init)
     m, l, acc = lax.fori_loop(split, hi, functools.partial(kv_step, on_diagonal=True), carry)
@@ -236,8 +238,10 @@ def _backward(plan: _Plan, q, k, v, bias, aux, out, lse, d_out):
   d = plan.dims
   # D_i = sum_j P_ij dP_ij = dO_i . O_i (dropout included, since O already is dropped).
   delta = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), axis=-1)
-  dq0 = jnp.zeros(q.shape, jnp.float32)
-  dbias0 = None if bias is None else jnp.zeros(bias.shape, jnp.float32)
+  # Initial carries typed like what the loops compute from these (shard_map).
+  zeros = lambda shape: common.full_like_inputs(shape, 0.0, q, k, v, bias, aux, out, lse, d_out)
+  dq0 = zeros(q.shape)
+  dbias0 = None if bias is None else zeros(bias.shape)
   kv_shape = (d.batch, d.num_kv_heads, plan.block_kv)
 
   def kv_block(carry, j):
@@ -267,8 +271,7 @@ def _backward(plan: _Plan, q, k, v, bias, aux, out, lse, d_out):
       return dk_j, dv_j, dq, dbias
 
     lo, split, hi = _q_block_range(plan, j, aux)
-    init = (jnp.zeros(kv_shape + (d.head_dim,), jnp.float32),
-            jnp.zeros(kv_shape + (d.value_dim,), jnp.float32), dq, dbias)
+    init = (zeros(kv_shape + (d.head_dim,)), zeros(kv_shape + (d.value_dim,)), dq, dbias)
     carry = lax.fori_loop(lo, split, functools.partial(q_step, on_diagonal=True), init)
     dk_j, dv_j, dq, dbias = lax.fori_loop(
         split, hi, functools.partial(q_step, on_diagonal=False), carry)

@@ -62,7 +62,8 @@ def linear_attention(query, key, value, *, mask=None, bias=None, is_causal=False
     return out.reshape(*out.shape[:2], dims.num_heads, dims.value_dim).astype(query.dtype)
 
   if is_causal:
-    return _causal(query, key, value, min(chunk_size, dims.q_len), phi_q, phi_k, normalize)
+    return _causal(query, key, value, min(chunk_size, dims.q_len), phi_q, phi_k, normalize,
+                   (kv_valid, q_valid))
   return _non_causal(query, key, value, phi_q, phi_k, normalize)
 
 
@@ -97,8 +98,10 @@ def _non_causal(query, key, value, phi_q, phi_k, normalize):
   return normalize(nd[..., :-1], nd[..., -1], jnp.arange(query.shape[1]))
 
 
-def _causal(query, key, value, chunk, phi_q, phi_k, normalize):
-  """A scan over chunks carries the running S and z: within a chunk a masked C x C product,
+def _causal(query, key, value, chunk, phi_q, phi_k, normalize, lengths):
+  """lengths: (kv_valid, q_valid), which phi_k and normalize close over.
+
+  A scan over chunks carries the running S and z: within a chunk a masked C x C product,
   from earlier chunks the carried sums. An iteration's working set is one chunk whatever
   the length (the earlier parallel form materialized every chunk's prefix sum and scores at
   once and grew 5.6x from 4096 to 16384; BENCHMARKS.md). The denominator is not folded
@@ -118,7 +121,9 @@ def _causal(query, key, value, chunk, phi_q, phi_k, normalize):
     return state, normalize(num, den, pos)
 
   b, _, kh, h = key.shape
-  state = (jnp.zeros((b, kh, h, value.shape[-1]), jnp.float32), jnp.zeros((b, kh, h), jnp.float32))
+  inputs = (query, key, value, lengths)   # what the carry is computed from (shard_map typing)
+  state = (common.full_like_inputs((b, kh, h, value.shape[-1]), 0.0, *inputs),
+           common.full_like_inputs((b, kh, h), 0.0, *inputs))
   q_blocks, k_blocks, v_blocks = (_to_blocks(x, chunk) for x in (query, key, value))
   pos = jnp.arange(q_blocks.shape[0] * chunk).reshape(-1, chunk)   # [n, C]
   _, out = jax.lax.scan(step, state, (q_blocks, k_blocks, v_blocks, pos))
