@@ -9,8 +9,11 @@ therefore only compared between machines with the same `isa` and devices.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+
+FILE = 'machine.json'   # a run directory's description of the machine that trained it
 
 
 def cpu() -> dict:
@@ -41,6 +44,31 @@ def describe() -> dict:
           'python': platform.python_version()}
 
 
+def write(directory: str) -> None:
+  """DIR/machine.json: describe() of this process's machine (a resumed run's is replaced)."""
+  with open(os.path.join(directory, FILE), 'w') as f:
+    json.dump(describe(), f, indent=1)
+
+
+def read(directory: str) -> dict | None:
+  try:
+    with open(os.path.join(directory, FILE)) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
+def common(descriptions: list[dict | None]) -> dict | None:
+  """The one kind of machine several runs (a sweep's points) were timed on: the first
+  description when all have one kind; {'isa': 'mixed', 'machines': [...]} when they differ,
+  which same_kind() compares with nothing; None when none was recorded."""
+  known = [d for d in descriptions if d]
+  kinds = {(d.get('isa'), tuple(d.get('devices') or ())): d for d in known}
+  if len(kinds) <= 1:
+    return known[0] if known else None
+  return {'isa': 'mixed', 'machines': list(kinds.values())}
+
+
 def same_kind(a: dict | None, b: dict | None) -> str | None:
   """None when timings from machines a and b may be compared, else why not.
 
@@ -48,6 +76,8 @@ def same_kind(a: dict | None, b: dict | None) -> str | None:
   """
   if not a or not b or 'isa' not in a or 'isa' not in b:
     return None
+  if 'mixed' in (a['isa'], b['isa']):
+    return 'timed on more than one kind of machine'
   if (a['isa'], a.get('devices')) == (b['isa'], b.get('devices')):
     return None
   show = lambda m: f"{m['isa']} ({m.get('cpu_id', '?')}, {', '.join(m.get('devices') or [])})"

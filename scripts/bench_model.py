@@ -35,7 +35,7 @@ from ml_collections import config_flags  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from attention import decoding, models  # noqa: E402
+from attention import decoding, machine, models  # noqa: E402
 from attention.tokens import BOS_ID, NUM_SPECIAL  # noqa: E402
 from attention.training import optimizer, sharding, step as step_lib  # noqa: E402
 
@@ -107,6 +107,7 @@ def main(argv):
       'model': cfg.to_dict(), 'batch': _BATCH.value, 'length': _LENGTH.value,
       'beam': _BEAM.value, 'decode_batch': _DECODE_BATCH.value,
       'decode_length': _DECODE_LENGTH.value, 'device': jax.devices()[0].device_kind,
+      'machine': machine.describe(),
       'params': int(sum(x.size for x in jax.tree_util.tree_leaves(params))),
   }
 

@@ -23,6 +23,8 @@ import time
 from absl import app, flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from attention import machine  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string('workdir', '/tmp/bench_sweep', 'Scratch directory (emptied).')
 _JSON = flags.DEFINE_string('json', None, 'Also write the result to this JSON file.')
@@ -55,8 +57,9 @@ def main(argv):
   # Prepare the dataset outside the timed part (a dry run prepares it and trains nothing).
   timed([sys.executable, 'train.py', f'--config={CONFIG}', f'--config.data.data_dir={data_dir}',
          '--dry_run'])
+  sweep_dir = os.path.join(workdir, 'sweep')
   sweep = [sys.executable, 'scripts/sweep.py', f'--config={CONFIG}',
-           f'--config.data.data_dir={data_dir}', f'--workdir={os.path.join(workdir, "sweep")}',
+           f'--config.data.data_dir={data_dir}', f'--workdir={sweep_dir}',
            '--sweep=train.learning_rate=[1e-3,3e-3] model.num_layers=[1,2]',
            f'--config.train.num_steps={_STEPS.value}', '--config.eval.every_steps=1000',
            '--config.checkpoint.every_steps=1000', '--config.eval.beam_size=1',
@@ -70,6 +73,8 @@ def main(argv):
       'cores_busy': first_cpu / first_wall,
       'rerun_s': rerun_wall, 'rerun_fraction': rerun_wall / first_wall,
       'command': 'python scripts/bench_sweep.py ' + ' '.join(sys.argv[1:]),
+      # Read from the sweep, not described here: this process never starts a JAX backend.
+      'machine': machine.read(sweep_dir),
   }
   print(json.dumps(result, indent=1))
   if _JSON.value:

@@ -14,7 +14,8 @@ from the file the job writes now, and checks them against its tolerance:
             compared relatively: the development VM drifts by 10-30% in absolute speed;
             and only with a recording from the same kind of machine (vector ISA and
             devices, attention/machine.py): x/bench.json is the first recording,
-            x/bench.avx2.json the same job recorded on an AVX2 host. Without one, the
+            x/bench.avx2.json the same job recorded on an AVX2 host (a study's
+            machine is in the machine.json beside its results.csv). Without one, the
             claim is reported as not comparable, neither passed nor failed
   memory    compiled temporary bytes, deterministic for one jax version
   quality   BLEU / exact match / perplexity of seeded runs, compared absolutely
@@ -198,14 +199,15 @@ CLAIMS = [
       for name in ('flash', 'local', 'linear', 'torch')],
     *[Claim(f'model small {mesh} / 1x1 step time (8 forced devices)', 'model_meshes', MESHES,
             'bench_model.json', lambda d, m=mesh: d['meshes'][m] / d['meshes']['1x1'], rel=0.15,
-            where='BENCHMARKS, Data parallelism') for mesh in ('8x1', '4x2')],
+            where='BENCHMARKS, Data parallelism', timing=True) for mesh in ('8x1', '4x2')],
     Claim('model small: parameters', 'model_meshes', MESHES, 'bench_model.json',
           lambda d: d['params'], where='BENCHMARKS, Model throughput'),
     Claim('sweep of 4 points: cores kept busy', 'sweep_use', 'bench_sweep/bench.json',
-          'bench.json', lambda d: d['cores_busy'], rel=0.15, where='BENCHMARKS, Sweeps'),
+          'bench.json', lambda d: d['cores_busy'], rel=0.15, where='BENCHMARKS, Sweeps',
+          timing=True),
     Claim('sweep of 4 points: re-run / first run wall time', 'sweep_use',
           'bench_sweep/bench.json', 'bench.json', lambda d: d['rerun_fraction'], abs=0.04,
-          where='BENCHMARKS, Sweeps'),
+          where='BENCHMARKS, Sweeps', timing=True),
 ]
 
 def load(path: str):
@@ -224,7 +226,7 @@ STUDIES = {'attention_vs_recurrence': 15, 'positional': 20, 'kernels': 21, 'tabl
 # runs shared the two cores, so they measure the machine's load, not the models.
 UNTIMED_STUDIES = ('table3',)
 STUDY_FILES = ('results.csv', 'results.md', 'results.png', 'results_by_length.png',
-               'curves.json', 'curves.png')
+               'curves.json', 'curves.png', 'machine.json')
 # Tolerances of a study's columns; the rest (wall time) are not compared. Times are
 # compared as each point's ratio to the first point of the same sweep.
 STUDY_TOLERANCE = {'bleu': dict(abs=2.0), 'exact_match': dict(abs=3.0),
@@ -273,14 +275,16 @@ def _study_claims(name: str) -> list[Claim]:
       kind = next((k for k in STUDY_TOLERANCE if k in column), None)
       if kind is None or r[column] in ('', None):
         continue
-      if kind == 'train_ms_per_step' and name in UNTIMED_STUDIES:
-        continue
       relative = kind == 'train_ms_per_step'
+      # The first point's time over itself is 1 by construction: nothing to check.
+      if relative and (name in UNTIMED_STUDIES or r is rows[0]):
+        continue
       claims.append(Claim(f'{name} {label}: {column}{" / first point" if relative else ""}',
                           f'study_{name}', f'studies/{name}/results.csv', 'results.csv',
                           _study_value(_study_row(swept, values), column,
                                        first if relative else None),
-                          where=f'README, Studies ({name})', **STUDY_TOLERANCE[kind]))
+                          where=f'README, Studies ({name})', timing=relative,
+                          **STUDY_TOLERANCE[kind]))
   return claims
 
 
@@ -438,11 +442,11 @@ def check(claim: Claim, job: Job, workdir: str) -> dict:
   except (OSError, KeyError, ValueError, TypeError) as e:
     return {**result, 'status': f'FAIL: no value produced ({type(e).__name__}: {e})'}
   if claim.timing:
-    here = _machine(produced)
-    why = machine.same_kind(_machine(recorded), here)
+    here = _machine(produced_path, produced)
+    why = machine.same_kind(_machine(recorded_path, recorded), here)
     if why:   # another recording of the same value, from this kind of machine?
-      same = next((d for d in _other_recordings(claim, here)
-                   if machine.same_kind(_machine(d), here) is None), None)
+      same = next((d for path, d in _other_recordings(claim, here)
+                   if machine.same_kind(_machine(path, d), here) is None), None)
       if same is None:
         return {**result, 'status': f'not comparable: {why}'}
       result['recorded'] = float(claim.value(same))
@@ -451,18 +455,22 @@ def check(claim: Claim, job: Job, workdir: str) -> dict:
   return {**result, 'status': 'pass' if ok else 'FAIL'}
 
 
-def _machine(data) -> dict | None:
-  return data.get('machine') if isinstance(data, dict) else None
+def _machine(path: str, data) -> dict | None:
+  """The machine a file was measured on: its `machine` field (benchmark JSON), or for a
+  table (a study's results.csv) the machine.json beside it."""
+  if isinstance(data, dict):
+    return data.get('machine')
+  return machine.read(os.path.dirname(path))
 
 
 def _other_recordings(claim: Claim, here: dict | None):
-  """Parsed files that may hold the claim's value from a machine like `here`: the
-  per-ISA sibling of its recorded file, then `also` and their siblings."""
+  """(path, parsed file) of the files that may hold the claim's value from a machine like
+  `here`: the per-ISA sibling of its recorded file, then `also` and their siblings."""
   paths = [os.path.join(RESULTS, p) for p in (claim.recorded, *claim.also)]
   for path in paths:
     for candidate in dict.fromkeys([path, for_machine(path, here)]):
       if candidate != paths[0] and os.path.exists(candidate):
-        yield load(candidate)
+        yield candidate, load(candidate)
 
 
 def for_machine(recorded_path: str, produced_machine: dict | None) -> str:
@@ -472,7 +480,7 @@ def for_machine(recorded_path: str, produced_machine: dict | None) -> str:
   if not produced_machine or 'isa' not in produced_machine or not os.path.exists(recorded_path):
     return recorded_path
   try:
-    first = _machine(load(recorded_path))
+    first = _machine(recorded_path, load(recorded_path))
   except (OSError, ValueError):
     return recorded_path
   if machine.same_kind(first, produced_machine) is None:
@@ -508,7 +516,7 @@ def record(job: Job, workdir: str) -> None:
     target = os.path.join(RESULTS, recorded)
     if source.endswith('.json'):   # never over a recording from another kind of machine
       try:
-        target = for_machine(target, _machine(load(source)))
+        target = for_machine(target, _machine(source, load(source)))
       except ValueError:
         pass
     os.makedirs(os.path.dirname(target), exist_ok=True)

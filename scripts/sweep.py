@@ -27,6 +27,8 @@ split but validation), parameters, median train step time, wall time, status.
 DIR/results.png plots --metric against the swept value when a single key varies;
 DIR/results_by_length.png exact match against source length, a line per point;
 DIR/curves.json and DIR/curves.png the logged training loss of every point.
+DIR/machine.json the kind of machine the points were timed on (attention/machine.py;
+isa 'mixed' when points ran on different kinds, so that their step times are not compared).
 Exit status: 0 when every point is done, 1 when any failed (the others still run).
 """
 
@@ -54,7 +56,7 @@ sys.path.insert(0, ROOT)   # `attention` and `configs` from a checkout
 
 from ml_collections import config_flags  # noqa: E402
 
-from attention import cli  # noqa: E402
+from attention import cli, machine  # noqa: E402
 from attention.errors import UserError  # noqa: E402
 from attention.training import metric_writer  # noqa: E402
 from configs import sweeps  # noqa: E402
@@ -484,6 +486,14 @@ def write_results(points: list[Point], rows: list[dict], workdir: str,
     f.write('\n'.join(lines) + '\n')
 
 
+def write_machine(points: list[Point], workdir: str) -> None:
+  """DIR/machine.json: the one kind of machine the finished points ran on (or 'mixed')."""
+  kind = machine.common([machine.read(p.workdir) for p in points if is_done(p)])
+  if kind is not None:
+    with open(os.path.join(workdir, machine.FILE), 'w') as f:
+      json.dump(kind, f, indent=1)
+
+
 def plot(points: list[Point], rows: list[dict], metric: str, path: str) -> str | None:
   """results.png: `metric` against the one key whose value varies; None when not 1-D."""
   keys = list(dict.fromkeys(k for p in points for k in p.overrides))
@@ -596,6 +606,7 @@ def main():
   run_points(points, parallel)
   rows = [result_row(p, bins) for p in points]
   write_results(points, rows, _WORKDIR.value, bins)
+  write_machine(points, _WORKDIR.value)
   print(f'results: {os.path.join(_WORKDIR.value, "results.md")}')
   pngs = [plot(points, rows, _METRIC.value, os.path.join(_WORKDIR.value, 'results.png'))]
   if bins:

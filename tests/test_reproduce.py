@@ -119,6 +119,34 @@ def test_timings_are_compared_only_between_machines_of_one_kind(tmp_path):
   assert '4 passed, 0 failed, 0 not comparable' in alt.stdout, alt.stdout
 
 
+def test_study_step_times_are_compared_only_between_machines_of_one_kind(tmp_path):
+  """A study's step times (each point's ratio to the first point) are timings: read from
+  results.csv, with the machine from the machine.json beside it. Its quality columns are
+  compared whatever the machine."""
+  def study(directory, flash_ms, isa):
+    directory.mkdir(parents=True)
+    (directory / 'results.csv').write_text(
+        'model.attention_kernel,val_bleu,train_ms_per_step\n'
+        f'reference,50.0,100.0\nflash,51.0,{flash_ms}\n')
+    (directory / 'machine.json').write_text(json.dumps({'isa': isa, 'devices': ['cpu']}))
+
+  study(tmp_path / 'results' / 'studies' / 'kernels', 50.0, 'avx512')
+  job = tmp_path / 'w' / 'study_kernels'
+  study(job, 100.0, 'avx2')   # flash 2x slower than recorded, relative to reference
+  (job / 'done.json').write_text('{}')
+  args = ['--only=study_kernels', f'--workdir={tmp_path / "w"}',
+          f'--results_dir={tmp_path / "results"}']
+  other = reproduce(*args)
+  assert other.returncode == 0, other.stdout + other.stderr
+  assert '2 passed, 0 failed, 1 not comparable' in other.stdout, other.stdout
+
+  (job / 'machine.json').write_text(json.dumps({'isa': 'avx512', 'devices': ['cpu']}))
+  same = reproduce(*args)
+  assert same.returncode == 1, same.stdout + same.stderr
+  assert '2 passed, 1 failed, 0 not comparable' in same.stdout, same.stdout
+  assert 'flash: train_ms_per_step / first point' in same.stdout
+
+
 def test_machine_kind_is_the_vector_isa_and_devices():
   from attention import machine
   here = machine.cpu()
@@ -130,3 +158,10 @@ def test_machine_kind_is_the_vector_isa_and_devices():
                                            'measured on avx2 (family 25 model 1, cpu)')
   assert machine.same_kind(zen5, dict(zen5, devices=['H100'])) is not None
   assert machine.same_kind({'cpu': 'old file'}, zen3) is None   # recorded before `isa` was
+  # A sweep's points on one kind of machine make that kind; on two, a kind comparable
+  # with nothing (not even another mixed sweep).
+  assert machine.common([zen5, dict(zen5, cpu_id='family 26 model 9'), None]) == zen5
+  mixed = machine.common([zen5, zen3])
+  assert mixed['isa'] == 'mixed' and mixed['machines'] == [zen5, zen3]
+  assert machine.same_kind(mixed, zen5) and machine.same_kind(mixed, mixed)
+  assert machine.common([None]) is None

@@ -88,6 +88,11 @@ def test_sweep_runs_every_point_and_tabulates(lr_sweep):
   assert sorted(curves) == names and [s for s, _ in curves[names[0]]] == [2, 4]
   assert (workdir / 'curves.png').read_bytes()[:4] == b'\x89PNG'
   assert 'plot:' in stdout
+  # Each run says what it was timed on; the sweep, the one kind all its points ran on.
+  from attention import machine
+  ran_on = json.loads((workdir / names[0] / 'machine.json').read_text())
+  assert ran_on['isa'] == machine.cpu()['isa'] and ran_on['devices'] and ran_on['cores'] >= 1
+  assert json.loads((workdir / 'machine.json').read_text()) == ran_on
 
 
 @pytest.mark.slow

@@ -61,6 +61,8 @@ def test_run_writes_everything(tiny_run):
   straight, _, out, _ = tiny_run
   for name in ('config.json', 'vocab.json', 'metrics.jsonl', 'eval/test.json', 'eval/test.tsv'):
     assert (straight / name).exists(), name
+  ran_on = json.loads((straight / 'machine.json').read_text())
+  assert ran_on['backend'] == 'cpu' and ran_on['isa'] and set(ran_on['devices']) == {'cpu'}
   assert sorted(os.listdir(straight / 'checkpoints')) == ['12', '6']
   assert os.listdir(straight / 'checkpoints_best')
   assert any(f.startswith('events') for f in os.listdir(straight / 'tensorboard'))

@@ -5,6 +5,7 @@
   checkpoints/       orbax, the latest `checkpoint.keep` steps
   checkpoints_best/  orbax, the best step by validation BLEU
   metrics.jsonl      one JSON object per logged step and evaluation
+  machine.json       the CPU/ISA and devices it ran on (the last start's, on a resume)
   tensorboard/       event files
   eval/<split>.json  final scores; eval/<split>.tsv predictions
 """

@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 import tqdm
 
+from attention import machine
 from attention.data import pipeline, tasks
 from attention.errors import UserError
 from attention.evaluation import evaluator as evaluator_lib
@@ -154,6 +155,7 @@ def train_and_evaluate(config, workdir: str, *, log=print) -> dict | None:
       log(f'resumed from step {start} in {workdir}')
     if jax.process_index() == 0:   # only now: a failed resume leaves the run as it was
       run_dir.save_config(workdir, config)
+      machine.write(workdir)   # what its step times were measured on
     writer = metric_writer.MetricWriter(workdir, resume_step=start,
                                         enabled=jax.process_index() == 0)
     evaluator = make_evaluator(config, graphdef, rest, tokenizer)
