@@ -3,6 +3,8 @@
   python scripts/bench_attention.py                       # full table -> results/bench_attention/
   python scripts/bench_attention.py --lengths=4096 --repeats=9
   python scripts/bench_attention.py --tune                # flash block sizes at --lengths
+  XLA_FLAGS=--xla_force_host_platform_device_count=2 python scripts/bench_attention.py \
+      --candidates=flash,flash@heads,jax.nn,jax.nn@heads,torch   # heads over 2 devices
 
 Every candidate is compiled and warmed up first; then the candidates of one
 (length, causal, pass) point are timed in turn, `--repeats` rounds, and the median
@@ -36,6 +38,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from attention import kernels  # noqa: E402
+from attention.kernels import head_parallel  # noqa: E402
 from attention import machine  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -67,7 +70,12 @@ def jax_fn(name: str, causal: bool):
 
   A '+causal' suffix forces causal attention, so that a non-causal point can time the
   causal variant side by side (e.g. --candidates=flash,flash+causal --causal=false).
+  An '@heads' suffix runs the candidate with its heads split over the local devices, one
+  head at a time on each (attention/kernels/head_parallel.py); its inputs are placed with
+  input_sharding(name).
   """
+  if name.endswith('@heads'):
+    return head_parallel.split_heads(jax_fn(name[:-len('@heads')], causal))[0]
   if name.endswith('+causal'):
     return jax_fn(name[:-len('+causal')], True)
   if name.startswith('flash:'):
@@ -87,11 +95,21 @@ def jax_fn(name: str, causal: bool):
   raise ValueError(f'unknown candidate {name!r}')
 
 
+def input_sharding(name):
+  """Where a candidate's q, k, v live: split by head for '@heads', else the default device."""
+  return head_parallel.input_sharding() if name.endswith('@heads') else None
+
+
+def placed(name, arrays):
+  sharding = input_sharding(name)
+  return arrays if sharding is None else [jax.device_put(x, sharding) for x in arrays]
+
+
 def compile_jax(name, causal, pass_, shape):
   fn = attention_fn = jax_fn(name, causal)
   if pass_ == 'fwd_bwd':
     fn = jax.grad(lambda q, k, v: jnp.sum(attention_fn(q, k, v)), argnums=(0, 1, 2))
-  spec = jax.ShapeDtypeStruct(shape, jnp.float32)
+  spec = jax.ShapeDtypeStruct(shape, jnp.float32, sharding=input_sharding(name))
   compiled = jax.jit(fn).lower(spec, spec, spec).compile()
   mem = compiled.memory_analysis()
   return compiled, int(mem.temp_size_in_bytes)
@@ -152,7 +170,8 @@ def time_point(length, causal, pass_, names):
       if temp > FLAGS.memory_budget_gib * 2**30:
         row['skipped'] = f'compiled temporaries {temp / 2**30:.1f} GiB > budget'
         continue
-      runners[name] = functools.partial(lambda c: jax.block_until_ready(c(*args)), compiled)
+      runners[name] = functools.partial(lambda c, a: jax.block_until_ready(c(*a)), compiled,
+                                        placed(name, args))
     start = time.perf_counter()
     runners[name]()
     if time.perf_counter() - start > FLAGS.max_seconds:
@@ -167,7 +186,7 @@ def time_point(length, causal, pass_, names):
   for name, ts in times.items():
     row = rows[name]
     row['seconds'] = statistics.median(ts)
-    if name.split('+')[0] in EXACT or name.startswith('flash'):
+    if name.split('@')[0].split('+')[0] in EXACT or name.startswith('flash'):
       forced_causal = causal or name.endswith('+causal')
       row['gflops'] = dense_flops(shape, forced_causal, pass_) / row['seconds'] / 1e9
   for row in rows.values():
@@ -195,7 +214,7 @@ def rss_probe(spec):
     torch_runner(causal == '1', pass_, shape)()
   else:
     compiled, _ = compile_jax(name, causal == '1', pass_, shape)
-    args = [jnp.ones(shape, jnp.float32) for _ in range(3)]
+    args = placed(name, [jnp.ones(shape, jnp.float32) for _ in range(3)])
     jax.block_until_ready(compiled(*args))
   # VmHWM, not getrusage: Linux carries ru_maxrss over from the parent across fork+exec.
   with open('/proc/self/status') as f:

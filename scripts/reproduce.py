@@ -144,6 +144,12 @@ JOBS = [
     Job('kernels_growth', (_bench('{out}', '--lengths=4096,16384', '--candidates=local,linear',
                                   '--repeats=7', '--rss_lengths='),),
         {'bench.json': 'bench_attention_growth/bench.json'}, minutes=3),
+    # Heads split over two forced host devices (attention/kernels/head_parallel.py).
+    Job('kernels_heads', (_bench('{out}', '--lengths=4096', '--causal=false,true',
+                                 '--candidates=flash,flash@heads,jax.nn,jax.nn@heads,torch',
+                                 '--repeats=5', '--rss_lengths='),),
+        {'bench.json': 'bench_attention_heads/bench.json'}, minutes=6, needs=('torch',),
+        env=(('XLA_FLAGS', '--xla_force_host_platform_device_count=2'),)),
     Job('kernels_full', (_bench('{out}', '--repeats=5'),),
         {'bench.json': 'bench_attention/bench.json'}, minutes=90, needs=('torch',)),
     Job('kernels_tune', (_bench('{out}', '--tune', '--lengths=4096', '--causal=false,true',
@@ -162,7 +168,7 @@ JOBS = [
 ]
 
 FULL, TARGETS = 'bench_attention/bench.json', 'bench_attention_causal/bench.json'
-GROWTH = 'bench_attention_growth/bench.json'
+GROWTH, HEADS = 'bench_attention_growth/bench.json', 'bench_attention_heads/bench.json'
 RSS, MESHES = 'bench_attention_rss/bench.json', 'bench_model/meshes_8_forced_cpu_devices.json'
 
 CLAIMS = [
@@ -187,6 +193,13 @@ CLAIMS = [
             where='BENCHMARKS, Targets', timing=True)
       for name in ('flash', 'flash+causal') for pass_ in ('fwd', 'fwd_bwd')
       for peer in ('jax.nn', 'torch')],
+    # BENCHMARKS "Heads over devices": flash@heads against flash, jax.nn and PyTorch.
+    *[Claim(f"flash@heads {pass_} 4096{' causal' if causal else ''}: x vs {peer}",
+            'kernels_heads', HEADS, 'bench.json',
+            (ratio(row('flash@heads', 4096, causal, pass_), row(peer, 4096, causal, pass_))),
+            rel=0.25, where='BENCHMARKS, Heads over devices', timing=True)
+      for causal in (False, True) for pass_ in ('fwd', 'fwd_bwd')
+      for peer in ('flash', 'jax.nn', 'torch')],
     # BENCHMARKS "Local and linear growth": time at 16384 / time at 4096, one run.
     *[Claim(f"{name} {pass_}{' causal' if causal else ''}: time 16384 / 4096", 'kernels_growth',
             GROWTH, 'bench.json', ratio(row(name, 4096, causal, pass_),

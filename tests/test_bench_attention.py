@@ -27,3 +27,20 @@ def test_bench_attention_writes_json_markdown_and_plot(tmp_path):
   table = (tmp_path / 'bench.md').read_text()
   assert '| fwd_bwd | yes | 128 | flash |' in table
   assert (tmp_path / 'bench.png').stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_heads_over_two_forced_devices(tmp_path):
+  """'@heads' candidates run with the heads split over the process's devices (here two
+  forced host devices), and the JSON says how many devices it ran with."""
+  cmd = [sys.executable, os.path.join(ROOT, 'scripts', 'bench_attention.py'), '--lengths=40',
+         '--candidates=flash,flash@heads,jax.nn@heads', '--repeats=1', '--heads=2',
+         '--head_dim=16', '--rss_lengths=', '--causal=true', f'--out_dir={tmp_path}']
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2')
+  subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT, timeout=600, env=env)
+  report = json.loads((tmp_path / 'bench.json').read_text())
+  assert report['machine']['devices'] == ['cpu', 'cpu']
+  rows = {(r['candidate'], r['pass']): r for r in report['rows']}
+  assert sorted(rows) == sorted((c, p) for c in ('flash', 'flash@heads', 'jax.nn@heads')
+                                for p in ('fwd', 'fwd_bwd'))
+  assert all(r['seconds'] > 0 and r['gflops'] > 0 for r in rows.values())

@@ -15,6 +15,7 @@ import pytest
 
 from attention import kernels
 from attention.kernels import dropout as dropout_lib
+from attention.kernels import head_parallel
 from tests import numpy_attention as npa
 
 FWD_TOL = 1e-5
@@ -209,13 +210,6 @@ def test_vmap_matches_loop(kernel_name):
     assert rel_err(batched[i], single) < FWD_TOL, f'seed {seed}'
 
 
-def _shard_map(fn, mesh, in_specs, out_specs):
-  if hasattr(jax, 'shard_map'):
-    return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs)
-  from jax.experimental.shard_map import shard_map   # jax < 0.7
-  return shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs)
-
-
 @pytest.mark.parametrize('kernel_name', kernels.names())
 def test_inside_shard_map_matches_unsharded(kernel_name):
   """Sharded over the batch by shard_map, with per-row lengths, forward and gradients
@@ -231,12 +225,29 @@ def test_inside_shard_map_matches_unsharded(kernel_name):
     def attend(q, k, v, lengths, is_causal=is_causal):
       return kernels.get(kernel_name)(q, k, v, is_causal=is_causal, q_lengths=lengths,
                                       kv_lengths=lengths)
-    sharded = _shard_map(attend, mesh, (spec,) * 4, spec)
+    sharded = head_parallel.shard_map(attend, mesh, (spec,) * 4, spec)
     loss = lambda f: lambda q, k, v: jnp.sum(f(q, k, v, lengths) * v[:, :, :, :1])
     got = jax.jit(jax.value_and_grad(loss(sharded), argnums=(0, 1, 2)))(q, k, v)
     want = jax.value_and_grad(loss(attend), argnums=(0, 1, 2))(q, k, v)
     for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
       assert rel_err(a, b) < FWD_TOL, f'seed {seed}, causal={is_causal}'
+
+
+def test_split_heads_matches_the_plain_kernel():
+  """Heads over devices, one at a time on each (one device here; BENCHMARKS times it on
+  two forced host devices): forward and gradients as the kernel called on all heads."""
+  rng, seed = fresh_rng()
+  q, k, v = (jnp.asarray(rng.normal(size=(2, 19, 4, 16)), jnp.float32) for _ in range(3))
+  flash = functools.partial(kernels.get('flash'), is_causal=True, block_q=8, block_kv=8)
+  split, sharding = head_parallel.split_heads(flash)
+  loss = lambda f: lambda q, k, v: jnp.sum(f(q, k, v) * v)
+  placed = [jax.device_put(x, sharding) for x in (q, k, v)]
+  got = jax.jit(jax.value_and_grad(loss(split), argnums=(0, 1, 2)))(*placed)
+  want = jax.value_and_grad(loss(flash), argnums=(0, 1, 2))(q, k, v)
+  for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+    assert rel_err(a, b) < FWD_TOL, f'seed {seed}'
+  with pytest.raises(ValueError, match=r"key must be \[B, T, N, H\] with the query's N \(4\)"):
+    split(q, k[:, :, :2], v[:, :, :2])
 
 
 def test_flash_eager_equals_jit():
