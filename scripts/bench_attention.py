@@ -11,7 +11,9 @@ Every candidate is compiled and warmed up first; then the candidates of one
 is reported, so that all of them see the same machine load. Peers: jax.nn's and
 flax.linen's dot_product_attention, and PyTorch's scaled_dot_product_attention when
 torch is installed (`pip install -e '.[bench]'`). Peak RSS comes from a fresh
-subprocess per point (--rss_lengths), since a process's peak never goes down.
+subprocess per point (--rss_lengths), since a process's peak never goes down. `cores`
+is the process's CPU time over the wall time of a call (median): how many cores it kept
+busy.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -152,6 +155,12 @@ def dense_flops(shape, causal, pass_):
   return f * (3.5 if pass_ == 'fwd_bwd' else 1.0)
 
 
+def process_cpu_seconds() -> float:
+  """User + system CPU time of this process, all its threads (XLA's and PyTorch's pools)."""
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  return usage.ru_utime + usage.ru_stime
+
+
 def time_point(length, causal, pass_, names):
   """Compile all candidates of one point, then time them in alternation."""
   shape = (FLAGS.batch, length, FLAGS.heads, FLAGS.head_dim)
@@ -178,14 +187,18 @@ def time_point(length, causal, pass_, names):
       row['skipped'] = f'warm-up call took {time.perf_counter() - start:.0f} s'
       del runners[name]
   times = {name: [] for name in runners}
+  cores = {name: [] for name in runners}
   for _ in range(FLAGS.repeats):
     for name, run in runners.items():
-      start = time.perf_counter()
+      cpu, start = process_cpu_seconds(), time.perf_counter()
       run()
-      times[name].append(time.perf_counter() - start)
+      wall = time.perf_counter() - start
+      times[name].append(wall)
+      cores[name].append((process_cpu_seconds() - cpu) / wall)
   for name, ts in times.items():
     row = rows[name]
     row['seconds'] = statistics.median(ts)
+    row['cores_busy'] = statistics.median(cores[name])
     if name.split('@')[0].split('+')[0] in EXACT or name.startswith('flash'):
       forced_causal = causal or name.endswith('+causal')
       row['gflops'] = dense_flops(shape, forced_causal, pass_) / row['seconds'] / 1e9
@@ -233,13 +246,14 @@ def fmt_bytes(n):
 
 def markdown(rows, header):
   peers = [p for p in ('jax.nn', 'flax.linen', 'torch') if any(r['candidate'] == p for r in rows)]
-  cols = (['pass', 'causal', 'length', 'candidate', 'ms', 'GFLOP/s']
+  cols = (['pass', 'causal', 'length', 'candidate', 'ms', 'GFLOP/s', 'cores']
           + [f'x vs {p}' for p in peers] + ['XLA temp', 'peak RSS'])
   lines = [header, '', '| ' + ' | '.join(cols) + ' |', '|' + '---|' * len(cols)]
   for r in rows:
     ms = f"{r['seconds'] * 1e3:.1f}" if 'seconds' in r else f"({r.get('skipped', '-')})"
     cells = [r['pass'], 'yes' if r['causal'] else 'no', str(r['length']), r['candidate'], ms,
-             f"{r['gflops']:.1f}" if 'gflops' in r else '-']
+             f"{r['gflops']:.1f}" if 'gflops' in r else '-',
+             f"{r['cores_busy']:.2f}" if 'cores_busy' in r else '-']
     cells += [f"{r[f'speedup_vs_{p}']:.2f}" if f'speedup_vs_{p}' in r else '-' for p in peers]
     cells += [fmt_bytes(r.get('temp_bytes')), fmt_bytes(r.get('peak_rss_bytes'))]
     lines.append('| ' + ' | '.join(cells) + ' |')

@@ -44,3 +44,4 @@ def test_heads_over_two_forced_devices(tmp_path):
   assert sorted(rows) == sorted((c, p) for c in ('flash', 'flash@heads', 'jax.nn@heads')
                                 for p in ('fwd', 'fwd_bwd'))
   assert all(r['seconds'] > 0 and r['gflops'] > 0 for r in rows.values())
+  assert all(0 < r['cores_busy'] <= os.cpu_count() + 0.5 for r in rows.values())
