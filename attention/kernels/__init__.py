@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from attention.kernels import head_parallel  # noqa: F401  (kernels.head_parallel.split_heads)
 from attention.kernels.flash import flash_attention
 from attention.kernels.linear import linear_attention
 from attention.kernels.local import local_attention
