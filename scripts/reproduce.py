@@ -146,7 +146,8 @@ JOBS = [
         {'bench.json': 'bench_attention_growth/bench.json'}, minutes=3),
     # Heads split over two forced host devices (attention/kernels/head_parallel.py).
     Job('kernels_heads', (_bench('{out}', '--lengths=4096', '--causal=false,true',
-                                 '--candidates=flash,flash@heads,flash:256x256@heads,jax.nn,jax.nn@heads,torch',
+                                 '--candidates=flash,flash@heads,flash:256x256@heads,jax.nn,'
+                                 'jax.nn@heads,torch',
                                  '--repeats=5', '--rss_lengths='),),
         {'bench.json': 'bench_attention_heads/bench.json'}, minutes=6, needs=('torch',),
         env=(('XLA_FLAGS', '--xla_force_host_platform_device_count=2'),)),
