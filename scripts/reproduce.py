@@ -363,6 +363,9 @@ UNCHECKED = [
      'the checked kernels_growth job'),
     ('BENCHMARKS, Targets: the Zen 3 tile sweep and XLA CPU options', 'single exploratory '
      'runs that found nothing to change; the kernels_tune job re-runs the full sweep'),
+    ('BENCHMARKS, Heads over devices: one head at a time on one device, and independent '
+     'loops in one program', 'exploratory A/B scripts (flash on all heads against lax.map over '
+     'heads, in one process) run while finding the kernels_heads setting; that job is checked'),
     ('README, Install: the suite on Python 3.10/3.11/3.12', 'test runs in fresh venvs, not '
      'numbers: re-run with make install PYTHON=pythonX.Y VENV=DIR, then DIR/bin/python -m '
      'pytest -n 2 tests'),
