@@ -366,6 +366,9 @@ UNCHECKED = [
     ('BENCHMARKS, Heads over devices: one head at a time on one device, and independent '
      'loops in one program', 'exploratory A/B scripts (flash on all heads against lax.map over '
      'heads, in one process) run while finding the kernels_heads setting; that job is checked'),
+    ('BENCHMARKS, "Local and linear growth": the GLIBC_TUNABLES=glibc.malloc.hugetlb=1 A/B '
+     '(growth and 4096 targets)', 'single exploratory pairs of processes, with the commands '
+     'given there; not a setting of any job'),
     ('README, Install: the suite on Python 3.10/3.11/3.12', 'test runs in fresh venvs, not '
      'numbers: re-run with make install PYTHON=pythonX.Y VENV=DIR, then DIR/bin/python -m '
      'pytest -n 2 tests'),
