@@ -228,7 +228,7 @@ def test_inside_shard_map_matches_unsharded(kernel_name):
     sharded = head_parallel.shard_map(attend, mesh, (spec,) * 4, spec)
     loss = lambda f: lambda q, k, v: jnp.sum(f(q, k, v, lengths) * v[:, :, :, :1])
     got = jax.jit(jax.value_and_grad(loss(sharded), argnums=(0, 1, 2)))(q, k, v)
-    want = jax.value_and_grad(loss(attend), argnums=(0, 1, 2))(q, k, v)
+    want = jax.jit(jax.value_and_grad(loss(attend), argnums=(0, 1, 2)))(q, k, v)
     for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
       assert rel_err(a, b) < FWD_TOL, f'seed {seed}, causal={is_causal}'
 
