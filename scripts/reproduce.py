@@ -361,8 +361,9 @@ UNCHECKED = [
      'the two earlier growth runs', 'measurements made while changing the kernel (old and new '
      'code side by side in one process); the old code is gone, the recorded growth run is '
      'the checked kernels_growth job'),
-    ('BENCHMARKS, Targets: the Zen 3 tile sweep and XLA CPU options', 'single exploratory '
-     'runs that found nothing to change; the kernels_tune job re-runs the full sweep'),
+    ('BENCHMARKS, Targets: the Zen 3 XLA CPU options and the first Zen 3 tile sweep',
+     'single exploratory runs that found nothing to change; the kernels_tune job, recorded on '
+     'Zen 3 too (tune.avx2.json), is the checked sweep'),
     ('BENCHMARKS, Heads over devices: one head at a time on one device, and independent '
      'loops in one program', 'exploratory A/B scripts (flash on all heads against lax.map over '
      'heads, in one process) run while finding the kernels_heads setting; that job is checked'),
