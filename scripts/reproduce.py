@@ -197,7 +197,7 @@ CLAIMS = [
     # BENCHMARKS "Heads over devices": flash@heads against flash, jax.nn and PyTorch.
     *[Claim(f"flash@heads {pass_} 4096{' causal' if causal else ''}: x vs {peer}",
             'kernels_heads', HEADS, 'bench.json',
-            (ratio(row('flash@heads', 4096, causal, pass_), row(peer, 4096, causal, pass_))),
+            ratio(row('flash@heads', 4096, causal, pass_), row(peer, 4096, causal, pass_)),
             rel=0.25, where='BENCHMARKS, Heads over devices', timing=True)
       for causal in (False, True) for pass_ in ('fwd', 'fwd_bwd')
       for peer in ('flash', 'jax.nn', 'torch')],

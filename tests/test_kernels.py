@@ -248,6 +248,8 @@ def test_split_heads_matches_the_plain_kernel():
     assert rel_err(a, b) < FWD_TOL, f'seed {seed}'
   with pytest.raises(ValueError, match=r"key must be \[B, T, N, H\] with the query's N \(4\)"):
     split(q, k[:, :, :2], v[:, :, :2])
+  with pytest.raises(ValueError, match=r'query must be \[B, T, N, H\].*got shape \(2, 19\)'):
+    split(q[:, :, 0, 0], k, v)
 
 
 def test_flash_eager_equals_jit():

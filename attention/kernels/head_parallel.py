@@ -40,7 +40,6 @@ def split_heads(fn, devices=None):
   """
   sharding = input_sharding(devices)
   mesh, spec = sharding.mesh, sharding.spec
-  devices = mesh.devices.ravel()
 
   def local(q, k, v):   # this device's heads, [B, T, n, H]
     head_major = tuple(jnp.moveaxis(x, 2, 0)[:, :, :, None] for x in (q, k, v))
@@ -48,10 +47,11 @@ def split_heads(fn, devices=None):
     return jnp.moveaxis(out, 0, 2)
 
   def split(q, k, v):
+    heads = q.shape[2] if q.ndim == 4 else None
     for name, x in (('query', q), ('key', k), ('value', v)):
-      if x.ndim != 4 or x.shape[2] != q.shape[2] or x.shape[2] % len(devices):
+      if x.ndim != 4 or x.shape[2] != heads or heads % mesh.size:
         raise ValueError(f'split_heads: {name} must be [B, T, N, H] with the query\'s N '
-                         f'({q.shape[2]}), a multiple of the {len(devices)} devices; got '
+                         f'({heads}), a multiple of the {mesh.size} devices; got '
                          f'shape {x.shape}')
     return shard_map(local, mesh, (spec,) * 3, spec)(q, k, v)
 
