@@ -42,7 +42,6 @@ class _Plan:
   block_kv: int
   num_q_blocks: int
   num_kv_blocks: int
-  scale: float
   is_causal: bool
   dropout_rate: float
 
@@ -75,11 +74,17 @@ def flash_attention(query, key, value, *, mask=None, bias=None, is_causal=False,
   if block_q <= 0 or block_kv <= 0:
     raise ValueError(f'flash: block sizes must be positive, got {block_q}, {block_kv}')
   plan = _Plan(dims, block_q, block_kv, -(-dims.q_len // block_q), -(-dims.kv_len // block_kv),
-               common.default_scale(scale, dims.head_dim), bool(is_causal), float(dropout_rate))
+               bool(is_causal), float(dropout_rate))
   pad_q = plan.q_padded - dims.q_len
   pad_kv = plan.kv_padded - dims.kv_len
 
-  q = jnp.pad(common.group_query(query, dims), [(0, 0)] * 3 + [(0, pad_q), (0, 0)])
+  # Scaling q once (O(Tq H)) rather than every score tile (O(Tq Tk)): in the forward loop
+  # the scaled tile feeds both the row max and the exp, so XLA writes it out as one more
+  # pass over the tile. Autodiff through this product scales dQ; dK = dS^T (scale q).
+  compute = jnp.promote_types(query.dtype, jnp.float32)
+  q = query.astype(compute) * common.default_scale(scale, dims.head_dim)
+  q = jnp.pad(common.group_query(q.astype(query.dtype), dims),
+              [(0, 0)] * 3 + [(0, pad_q), (0, 0)])
   k = jnp.pad(jnp.swapaxes(key, 1, 2), [(0, 0), (0, 0), (0, pad_kv), (0, 0)])
   v = jnp.pad(jnp.swapaxes(value, 1, 2), [(0, 0), (0, 0), (0, pad_kv), (0, 0)])
   if pad_kv and kv_lengths is None:
@@ -129,9 +134,9 @@ def _scores(plan: _Plan, q_blk, k_blk, i, j, bias, aux, on_diagonal=True):
   """
   q_pos = i * plan.block_q + jnp.arange(plan.block_q)
   kv_pos = j * plan.block_kv + jnp.arange(plan.block_kv)
-  s = jnp.einsum('bkgqh,bkch->bkgqc', q_blk, k_blk, preferred_element_type=jnp.float32)
+  s = _batched_scores(q_blk, k_blk)
   s = common.add_position_bias(
-      s * plan.scale, q_pos, kv_pos, bias=_block_of(bias, i, j, plan),
+      s, q_pos, kv_pos, bias=_block_of(bias, i, j, plan),
       alibi_slopes=aux['alibi_slopes'], num_kv_heads=plan.dims.num_kv_heads)
   seg_q = aux['q_segment_ids']
   seg_kv = aux['kv_segment_ids']
@@ -150,6 +155,34 @@ def _scores(plan: _Plan, q_blk, k_blk, i, j, bias, aux, on_diagonal=True):
     keep = dropout_lib.keep_mask(aux['seed'], plan.dropout_rate, plan.dims.num_heads, q_pos,
                                  kv_pos, plan.dims.batch, plan.dims.num_kv_heads)
   return s, keep
+
+
+def _batched_scores(q_blk, k_blk):
+  """q_blk [B, K, G, bq, H] . k_blk [B, K, bkv, H] -> [B, K, G, bq, bkv] in fp32.
+
+  Written as one [B*K, G*bq, H] x [B*K, bkv, H] product: from the 5-d einsum XLA's CPU
+  layout assignment gives the product a layout that the element-wise code after it
+  does not take, and inserts a copy of every score tile.
+  """
+  s = jnp.einsum('xqh,xch->xqc', _flat_rows(q_blk), _flat_rows(k_blk),
+                 preferred_element_type=jnp.float32)
+  return s.reshape(q_blk.shape[:-1] + k_blk.shape[2:3])
+
+
+def _flat_rows(x):
+  """[B, K, (G,) rows, X] -> [B*K, (G*) rows, X], the layout of the CPU products."""
+  return x.reshape((x.shape[0] * x.shape[1], -1, x.shape[-1]))
+
+
+def _sum_over_rows(a_t, tile):
+  """sum_r a[.., r, h] tile[.., r, c] -> [B*K, H, bkv], from a_t [B, K, H, (G,) rows] = a^T.
+
+  With a^T already in memory this is a plain product for XLA's CPU library dot (YNNPACK);
+  contracting the rows of a itself falls back to a slower generic dot, and tile^T a
+  would first write a transposed copy of every P and dS tile.
+  """
+  return jnp.einsum('xhr,xrc->xhc', a_t.reshape(a_t.shape[0] * a_t.shape[1], a_t.shape[2], -1),
+                    _flat_rows(tile), preferred_element_type=jnp.float32)
 
 
 def _dropped(x, keep, plan: _Plan):
@@ -243,6 +276,8 @@ def _backward(plan: _Plan, q, k, v, bias, aux, out, lse, d_out):
   dq0 = zeros(q.shape)
   dbias0 = None if bias is None else zeros(bias.shape)
   kv_shape = (d.batch, d.num_kv_heads, plan.block_kv)
+  # [B, K, H, G, Tq]: row blocks of q^T and dO^T for the dK and dV products (_sum_over_rows).
+  q_t, d_out_t = (jnp.moveaxis(x, -1, 2) for x in (q, d_out))
 
   def kv_block(carry, j):
     dq, dbias = carry
@@ -250,32 +285,36 @@ def _backward(plan: _Plan, q, k, v, bias, aux, out, lse, d_out):
     v_blk = lax.dynamic_slice_in_dim(v, j * plan.block_kv, plan.block_kv, axis=2)
 
     def q_step(i, c, on_diagonal):
-      dk_j, dv_j, dq, dbias = c
+      dkT_j, dvT_j, dq, dbias = c
       rows = functools.partial(lax.dynamic_slice_in_dim, start_index=i * plan.block_q,
                                slice_size=plan.block_q, axis=3)
       q_blk, do_blk, lse_blk, delta_blk = rows(q), rows(d_out), rows(lse), rows(delta)
+      q_t_blk, do_t_blk = (lax.dynamic_slice_in_dim(x, i * plan.block_q, plan.block_q, axis=4)
+                           for x in (q_t, d_out_t))
       s, keep = _scores(plan, q_blk, k_blk, i, j, bias, aux, on_diagonal)
       p = jnp.exp(s - lse_blk[..., None])
-      dv_j += jnp.einsum('bkgqc,bkgqh->bkch', _dropped(p, keep, plan).astype(do_blk.dtype),
-                         do_blk, preferred_element_type=jnp.float32)
-      dp = jnp.einsum('bkgqh,bkch->bkgqc', do_blk, v_blk, preferred_element_type=jnp.float32)
+      dvT_j += _sum_over_rows(do_t_blk, _dropped(p, keep, plan).astype(do_blk.dtype))
+      dp = _batched_scores(do_blk, v_blk)
       ds = p * (_dropped(dp, keep, plan) - delta_blk[..., None])
       ds_in = ds.astype(q.dtype)
-      dq_blk = jnp.einsum('bkgqc,bkch->bkgqh', ds_in, k_blk,
-                          preferred_element_type=jnp.float32) * plan.scale
-      dq = lax.dynamic_update_slice_in_dim(dq, rows(dq) + dq_blk, i * plan.block_q, axis=3)
-      dk_j += jnp.einsum('bkgqc,bkgqh->bkch', ds_in, q_blk,
-                         preferred_element_type=jnp.float32) * plan.scale
+      dq_blk = jnp.einsum('xrc,xch->xrh', _flat_rows(ds_in), _flat_rows(k_blk),
+                          preferred_element_type=jnp.float32)
+      dq = lax.dynamic_update_slice_in_dim(dq, rows(dq) + dq_blk.reshape(q_blk.shape),
+                                           i * plan.block_q, axis=3)
+      dkT_j += _sum_over_rows(q_t_blk, ds_in)
       if dbias is not None:
         dbias = _accumulate_bias_grad(dbias, ds, i, j, plan)
-      return dk_j, dv_j, dq, dbias
+      return dkT_j, dvT_j, dq, dbias
 
     lo, split, hi = _q_block_range(plan, j, aux)
-    init = (zeros(kv_shape + (d.head_dim,)), zeros(kv_shape + (d.value_dim,)), dq, dbias)
+    bk = d.batch * d.num_kv_heads
+    init = (zeros((bk, d.head_dim, plan.block_kv)), zeros((bk, d.value_dim, plan.block_kv)),
+            dq, dbias)
     carry = lax.fori_loop(lo, split, functools.partial(q_step, on_diagonal=True), init)
-    dk_j, dv_j, dq, dbias = lax.fori_loop(
+    dkT_j, dvT_j, dq, dbias = lax.fori_loop(
         split, hi, functools.partial(q_step, on_diagonal=False), carry)
-    return (dq, dbias), (dk_j, dv_j)
+    untranspose = lambda x: jnp.swapaxes(x, 1, 2).reshape(kv_shape + x.shape[1:2])
+    return (dq, dbias), (untranspose(dkT_j), untranspose(dvT_j))
 
   (dq, dbias), (dk, dv) = lax.scan(kv_block, (dq0, dbias0), jnp.arange(plan.num_kv_blocks))
   # [nk, B, K, bkv, ...] -> [B, K, nk * bkv, ...]
