@@ -3,6 +3,7 @@
   python scripts/bench_attention.py                       # full table -> results/bench_attention/
   python scripts/bench_attention.py --lengths=4096 --repeats=9
   python scripts/bench_attention.py --tune                # flash block sizes at --lengths
+  python scripts/bench_attention.py --profile --lengths=4096 --candidates=flash  # per XLA op
   XLA_FLAGS=--xla_force_host_platform_device_count=2 python scripts/bench_attention.py \
       --candidates=flash,flash@heads,jax.nn,jax.nn@heads,torch   # heads over 2 devices
 
@@ -13,7 +14,8 @@ flax.linen's dot_product_attention, and PyTorch's scaled_dot_product_attention w
 torch is installed (`pip install -e '.[bench]'`). Peak RSS comes from a fresh
 subprocess per point (--rss_lengths), since a process's peak never goes down. `cores`
 is the process's CPU time over the wall time of a call (median): how many cores it kept
-busy.
+busy. --profile traces each JAX candidate instead and splits its time over XLA's
+operations (attention/op_profile.py): matrix products, exp, reductions, data movement.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ import numpy as np  # noqa: E402
 from attention import kernels  # noqa: E402
 from attention.kernels import head_parallel  # noqa: E402
 from attention import machine  # noqa: E402
+from attention import op_profile  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list('lengths', ['256', '1024', '4096', '16384'], 'Sequence lengths (q = kv).')
@@ -62,6 +65,9 @@ flags.DEFINE_string('out_dir', 'results/bench_attention', 'Where JSON, Markdown,
 flags.DEFINE_bool('tune', False, 'Sweep flash block sizes instead of comparing kernels.')
 flags.DEFINE_list('tune_blocks', ['128x512', '256x256', '256x512', '512x256', '512x512',
                                   '512x1024', '1024x512', '1024x1024'], 'Blocks for --tune.')
+flags.DEFINE_bool('profile', False, 'Split each JAX candidate\'s time over XLA operations '
+                  '(a profiler trace of --repeats calls) instead of timing against peers.')
+flags.DEFINE_integer('profile_top', 8, 'With --profile: how many of the slowest ops to list.')
 flags.DEFINE_string('rss_probe', None, 'internal: name,length,causal,pass; prints peak RSS.')
 
 JAX_PEERS = ('jax.nn', 'flax.linen')
@@ -209,6 +215,46 @@ def time_point(length, causal, pass_, names):
   return list(rows.values())
 
 
+PROFILE_CATEGORIES = ('matmul', 'exp', 'reduce', 'elementwise', 'data movement', 'control',
+                      'other')
+
+
+def profile_point(length, causal, pass_, names):
+  """Per-operation time of each JAX candidate of one point (op_profile.profile)."""
+  shape = (FLAGS.batch, length, FLAGS.heads, FLAGS.head_dim)
+  rng = np.random.default_rng(0)
+  args = [jnp.asarray(rng.normal(size=shape), jnp.float32) for _ in range(3)]
+  rows = []
+  for name in names:
+    compiled, _ = compile_jax(name, causal, pass_, shape)
+    report = op_profile.profile(compiled, placed(name, args), FLAGS.repeats)
+    report['ops'] = report['ops'][:FLAGS.profile_top]
+    rows.append({'candidate': name, 'length': length, 'causal': causal, 'pass': pass_, **report})
+  return rows
+
+
+def profile_markdown(rows, header):
+  cols = (['pass', 'causal', 'length', 'candidate', 'ms', 'overlap']
+          + [f'{c} %' for c in PROFILE_CATEGORIES] + ['matmul GFLOP/s'])
+  lines = [header, '', '| ' + ' | '.join(cols) + ' |', '|' + '---|' * len(cols)]
+  for r in rows:
+    cats = r['categories']
+    cells = [r['pass'], 'yes' if r['causal'] else 'no', str(r['length']), r['candidate'],
+             f"{r['wall_ms']:.1f}", f"{r['overlap']:.2f}"]
+    cells += [f"{100 * cats[c]['share']:.1f}" if c in cats else '-' for c in PROFILE_CATEGORIES]
+    rate = cats.get('matmul', {}).get('gflops')
+    cells.append(f'{rate:.1f}' if rate else '-')
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  lines += ['', '| candidate | pass | causal | op | category | calls | ms | GFLOP/s |',
+            '|---|---|---|---|---|---|---|---|']
+  for r in rows:
+    for o in r['ops']:
+      rate = f"{o['gflops']:.1f}" if o.get('gflops') else '-'
+      lines.append(f"| {r['candidate']} | {r['pass']} | {'yes' if r['causal'] else 'no'} | "
+                   f"{o['op']} | {o['category']} | {o['calls']} | {o['ms']:.1f} | {rate} |")
+  return '\n'.join(lines) + '\n'
+
+
 def peak_rss_bytes(name, length, causal, pass_):
   """Peak RSS of a fresh process that builds inputs, compiles and runs one point once."""
   cmd = [sys.executable, os.path.abspath(__file__),
@@ -298,6 +344,9 @@ def main(argv):
   names = list(FLAGS.candidates)
   if FLAGS.tune:
     names = [f'flash:{b}' for b in FLAGS.tune_blocks]
+  if FLAGS.profile and 'torch' in names:
+    print('--profile: no torch (the trace sees XLA operations only)')
+    names.remove('torch')
   if 'torch' in names and not have_torch():
     print('torch not installed: no PyTorch column (pip install -e ".[bench]")')
     names.remove('torch')
@@ -305,8 +354,11 @@ def main(argv):
   for pass_ in FLAGS.passes:
     for causal in (c.lower() in ('1', 'true', 'yes') for c in FLAGS.causal):
       for length in (int(x) for x in FLAGS.lengths):
-        point = time_point(length, causal, pass_, names)
-        if str(length) in FLAGS.rss_lengths and not FLAGS.tune:
+        if FLAGS.profile:
+          point = profile_point(length, causal, pass_, names)
+        else:
+          point = time_point(length, causal, pass_, names)
+        if str(length) in FLAGS.rss_lengths and not FLAGS.tune and not FLAGS.profile:
           for row in point:
             if 'seconds' in row:
               row['peak_rss_bytes'] = peak_rss_bytes(row['candidate'], length, causal, pass_)
@@ -314,7 +366,8 @@ def main(argv):
         for r in point:
           print(json.dumps(r), flush=True)
   os.makedirs(FLAGS.out_dir, exist_ok=True)
-  stem = os.path.join(FLAGS.out_dir, 'tune' if FLAGS.tune else 'bench')
+  stem = os.path.join(FLAGS.out_dir, 'tune' if FLAGS.tune else
+                      'profile' if FLAGS.profile else 'bench')
   info = machine.describe()
   command = 'python ' + ' '.join([os.path.relpath(__file__)] + sys.argv[1:])
   with open(stem + '.json', 'w') as f:
@@ -322,12 +375,14 @@ def main(argv):
   header = (f"`{command}`  \n{info['cpu']} ({info['cpu_id']}, {info['isa']}), "
             f"{info['cores']} cores, {info['backend']}, "
             f"jax {info['jax']}; fp32, batch {FLAGS.batch}, {FLAGS.heads} heads, "
-            f"head_dim {FLAGS.head_dim}; median of {FLAGS.repeats}")
+            f"head_dim {FLAGS.head_dim}; "
+            f"{'mean of' if FLAGS.profile else 'median of'} {FLAGS.repeats}")
+  text = (profile_markdown if FLAGS.profile else markdown)(rows, header)
   with open(stem + '.md', 'w') as f:
-    f.write(markdown(rows, header))
-  if not FLAGS.tune:
+    f.write(text)
+  if not FLAGS.tune and not FLAGS.profile:
     plot(rows, stem + '.png')
-  print(markdown(rows, header))
+  print(text)
 
 
 if __name__ == '__main__':

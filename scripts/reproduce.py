@@ -132,7 +132,7 @@ JOBS = [
     Job('kernels_memory', (_bench('{out}', '--lengths=16384', '--causal=false', '--passes=fwd_bwd',
                                   '--candidates=flash,reference,local,linear', '--rss_lengths=',
                                   '--memory_budget_gib=0'),),
-        {}, minutes=1.5, quick=True),
+        {'bench.json': 'bench_attention_memory/bench.json'}, minutes=1.5, quick=True),
     Job('kernels_targets', (_bench('{out}', '--lengths=4096', '--causal=false',
                                    '--candidates=flash,flash+causal,jax.nn,torch', '--repeats=7',
                                    '--rss_lengths='),),
@@ -151,6 +151,10 @@ JOBS = [
                                  '--repeats=5', '--rss_lengths='),),
         {'bench.json': 'bench_attention_heads/bench.json'}, minutes=6, needs=('torch',),
         env=(('XLA_FLAGS', '--xla_force_host_platform_device_count=2'),)),
+    # Flash's and jax.nn's time split over XLA's operations (bench_attention.py --profile).
+    Job('kernels_profile', (_bench('{out}', '--profile', '--lengths=4096', '--causal=false,true',
+                                   '--candidates=flash,jax.nn', '--repeats=3'),),
+        {'profile.json': 'bench_attention_profile/profile.json'}, minutes=3),
     Job('kernels_full', (_bench('{out}', '--repeats=5'),),
         {'bench.json': 'bench_attention/bench.json'}, minutes=90, needs=('torch',)),
     Job('kernels_tune', (_bench('{out}', '--tune', '--lengths=4096', '--causal=false,true',
@@ -171,6 +175,9 @@ JOBS = [
 FULL, TARGETS = 'bench_attention/bench.json', 'bench_attention_causal/bench.json'
 GROWTH, HEADS = 'bench_attention_growth/bench.json', 'bench_attention_heads/bench.json'
 RSS, MESHES = 'bench_attention_rss/bench.json', 'bench_model/meshes_8_forced_cpu_devices.json'
+PROFILE = 'bench_attention_profile/profile.json'
+# Compiled temporaries only (nothing runs), deterministic for one jax version and kernel.
+MEMORY = 'bench_attention_memory/bench.json'
 
 CLAIMS = [
     # Flash against jax.nn at 1024 in one process; recorded by the full kernel table.
@@ -180,12 +187,11 @@ CLAIMS = [
             also=('bench_attention_quick/bench.json',))
       for causal in (False, True) for pass_ in ('fwd', 'fwd_bwd')],
     # Compiled temporaries at 16384: deterministic for one jax version.
-    *[Claim(f'{name} fwd+bwd 16384: XLA temporaries (MiB)', 'kernels_memory',
-            FULL if name == 'reference' else RSS, 'bench.json',
+    *[Claim(f'{name} fwd+bwd 16384: XLA temporaries (MiB)', 'kernels_memory', MEMORY, 'bench.json',
             lambda d, n=name: field(row(n, 16384, False, 'fwd_bwd'), 'temp_bytes')(d) / 2**20,
             rel=0.02, where='BENCHMARKS, Peak memory at 16384')
       for name in ('flash', 'reference', 'local', 'linear')],
-    Claim('fwd+bwd 16384: reference / flash temporaries', 'kernels_memory', FULL, 'bench.json',
+    Claim('fwd+bwd 16384: reference / flash temporaries', 'kernels_memory', MEMORY, 'bench.json',
           ratio(row('flash', 16384, False, 'fwd_bwd'), row('reference', 16384, False, 'fwd_bwd'),
                 'temp_bytes'), rel=0.02, where='BENCHMARKS, Targets'),
     # BENCHMARKS "Targets, side by side" (needs PyTorch).
@@ -207,6 +213,12 @@ CLAIMS = [
                                         row(name, 16384, causal, pass_)),
             rel=0.3, where='BENCHMARKS, Targets', timing=True)
       for name in ('local', 'linear') for causal in (False, True) for pass_ in ('fwd', 'fwd_bwd')],
+    # BENCHMARKS "Where flash's time goes": shares of one traced run, so ratios of one run.
+    *[Claim(f"{name} {pass_} 4096{' causal' if causal else ''}: share of time in products",
+            'kernels_profile', PROFILE, 'profile.json',
+            lambda d, s=row(name, 4096, causal, pass_): s(d)['categories']['matmul']['share'],
+            abs=0.08, where="BENCHMARKS, Where flash's time goes", timing=True)
+      for name in ('flash', 'jax.nn') for causal in (False, True) for pass_ in ('fwd', 'fwd_bwd')],
     *[Claim(f'{name} fwd+bwd 16384: peak RSS (MiB)', 'kernels_rss', RSS, 'bench.json',
             lambda d, n=name: field(row(n, 16384, False, 'fwd_bwd'), 'peak_rss_bytes')(d) / 2**20,
             rel=0.15, where='BENCHMARKS, Peak memory at 16384')

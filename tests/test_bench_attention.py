@@ -45,3 +45,21 @@ def test_heads_over_two_forced_devices(tmp_path):
                                 for p in ('fwd', 'fwd_bwd'))
   assert all(r['seconds'] > 0 and r['gflops'] > 0 for r in rows.values())
   assert all(0 < r['cores_busy'] <= os.cpu_count() + 0.5 for r in rows.values())
+
+
+@pytest.mark.slow
+def test_profile_splits_time_over_xla_operations(tmp_path):
+  """--profile writes each JAX candidate's time by operation category, torch left out."""
+  cmd = [sys.executable, os.path.join(ROOT, 'scripts', 'bench_attention.py'), '--profile',
+         '--lengths=40', '--candidates=flash:16x16,torch', '--passes=fwd_bwd', '--causal=true',
+         '--repeats=1', '--heads=2', '--head_dim=16', f'--out_dir={tmp_path}']
+  subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT, timeout=600)
+  rows = json.loads((tmp_path / 'profile.json').read_text())['rows']
+  assert [r['candidate'] for r in rows] == ['flash:16x16']
+  matmul = rows[0]['categories']['matmul']
+  # 40 padded to 3 blocks of 16; causal visits 1 + 2 + 3 = 6 of the 9 tiles, with 2
+  # products forward and 5 backward (recomputed S, dP, dV, dK, dQ) of 16 x 16 x 16 per
+  # head: every executed product is counted, and the skipped tiles are not.
+  assert matmul['gflop'] * 1e9 == 6 * 7 * 2 * (2 * 16 * 16 * 16)
+  assert matmul['gflops'] > 0 and rows[0]['ops'] and rows[0]['wall_ms'] > 0
+  assert '| fwd_bwd | yes | 40 | flash:16x16 |' in (tmp_path / 'profile.md').read_text()

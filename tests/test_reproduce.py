@@ -9,7 +9,7 @@ import pytest
 
 from tests import e2e
 
-MEMORY_FILES = ('bench_attention/bench.json', 'bench_attention_rss/bench.json')
+MEMORY_FILES = ('bench_attention_memory/bench.json',)
 
 
 def reproduce(*args):
