@@ -156,7 +156,8 @@ JOBS = [
                                    '--candidates=flash,jax.nn', '--repeats=3'),),
         {'profile.json': 'bench_attention_profile/profile.json'}, minutes=3),
     Job('kernels_full', (_bench('{out}', '--repeats=5'),),
-        {'bench.json': 'bench_attention/bench.json'}, minutes=90, needs=('torch',)),
+        {f'bench.{ext}': f'bench_attention/bench.{ext}' for ext in ('json', 'md', 'png')},
+        minutes=20, needs=('torch',)),
     Job('kernels_tune', (_bench('{out}', '--tune', '--lengths=4096', '--causal=false,true',
                                 '--repeats=5', '--passes=fwd_bwd'),),
         {'tune.json': 'bench_attention/tune.json'}, minutes=25),
@@ -542,16 +543,25 @@ def table(results: list[dict]) -> str:
 
 
 def record(job: Job, workdir: str) -> None:
+  # Never over a recording from another kind of machine: when the job's JSON goes to
+  # x/bench.avx2.json, its table and plot go to x/bench.avx2.md and .png.
+  suffix = ''
+  for produced, recorded in job.files.items():
+    source = os.path.join(workdir, job.name, produced)
+    if source.endswith('.json') and os.path.exists(source):
+      try:
+        target = os.path.join(RESULTS, recorded)
+        moved = for_machine(target, _machine(source, load(source)))
+      except ValueError:
+        continue
+      suffix = os.path.splitext(moved)[0][len(os.path.splitext(target)[0]):]
+      break
   for produced, recorded in job.files.items():
     source = os.path.join(workdir, job.name, produced)
     if not os.path.exists(source):   # a plot the sweep had no data for
       continue
-    target = os.path.join(RESULTS, recorded)
-    if source.endswith('.json'):   # never over a recording from another kind of machine
-      try:
-        target = for_machine(target, _machine(source, load(source)))
-      except ValueError:
-        pass
+    stem, ext = os.path.splitext(os.path.join(RESULTS, recorded))
+    target = stem + suffix + ext
     os.makedirs(os.path.dirname(target), exist_ok=True)
     shutil.copyfile(source, target)
     print(f'recorded {target}')

@@ -119,6 +119,35 @@ def test_timings_are_compared_only_between_machines_of_one_kind(tmp_path):
   assert '4 passed, 0 failed, 0 not comparable' in alt.stdout, alt.stdout
 
 
+def test_record_keeps_each_machine_kinds_files_apart(tmp_path):
+  """--record of a finished kernels_full from an AVX2 host, where the first recording is
+  from an AVX-512 one: the JSON, the table and the plot go to bench.avx2.*, and the first
+  recording's files are left as they were."""
+  def machine(isa):
+    return {'cpu': 'x', 'cpu_id': 'family 1 model 1', 'isa': isa, 'devices': ['cpu']}
+
+  recorded = tmp_path / 'results' / 'bench_attention'
+  recorded.mkdir(parents=True)
+  first = {'bench.json': json.dumps({'machine': machine('avx512'), 'rows': []}),
+           'bench.md': 'avx512 table', 'bench.png': 'avx512 plot'}
+  for name, text in first.items():
+    (recorded / name).write_text(text)
+  job = tmp_path / 'w' / 'kernels_full'
+  job.mkdir(parents=True)
+  (job / 'done.json').write_text('{}')
+  produced = {'bench.json': json.dumps({'machine': machine('avx2'), 'rows': []}),
+              'bench.md': 'avx2 table', 'bench.png': 'avx2 plot'}
+  for name, text in produced.items():
+    (job / name).write_text(text)
+  out = reproduce('--only=kernels_full', '--record', f'--workdir={tmp_path / "w"}',
+                  f'--results_dir={tmp_path / "results"}')
+  assert out.returncode == 0, out.stdout + out.stderr
+  for name, text in first.items():
+    assert (recorded / name).read_text() == text
+  for ext in ('json', 'md', 'png'):
+    assert (recorded / f'bench.avx2.{ext}').read_text() == produced[f'bench.{ext}']
+
+
 def test_study_step_times_are_compared_only_between_machines_of_one_kind(tmp_path):
   """A study's step times (each point's ratio to the first point) are timings: read from
   results.csv, with the machine from the machine.json beside it. Its quality columns are
