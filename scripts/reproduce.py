@@ -155,6 +155,11 @@ JOBS = [
     Job('kernels_profile', (_bench('{out}', '--profile', '--lengths=4096', '--causal=false,true',
                                    '--candidates=flash,jax.nn', '--repeats=3'),),
         {'profile.json': 'bench_attention_profile/profile.json'}, minutes=3),
+    # Flash before and after commit 81839eb (no score-tile copies), interleaved in one process.
+    Job('kernels_ab_81839eb', ((PY, 'scripts/ab_kernel.py', '--rev=81839eb~1', '--against=81839eb',
+                                '--kernel=flash',
+                                '--lengths=4096', '--repeats=5', '--json={out}/ab.json'),),
+        {'ab.json': 'ab_kernel/flash_81839eb.json'}, minutes=3),
     Job('kernels_full', (_bench('{out}', '--repeats=5'),),
         {f'bench.{ext}': f'bench_attention/bench.{ext}' for ext in ('json', 'md', 'png')},
         minutes=20, needs=('torch',)),
@@ -220,6 +225,12 @@ CLAIMS = [
             lambda d, s=row(name, 4096, causal, pass_): s(d)['categories']['matmul']['share'],
             abs=0.08, where="BENCHMARKS, Where flash's time goes", timing=True)
       for name in ('flash', 'jax.nn') for causal in (False, True) for pass_ in ('fwd', 'fwd_bwd')],
+    *[Claim(f"flash {pass_} 4096{' causal' if causal else ''}: 81839eb / its parent, speed-up",
+            'kernels_ab_81839eb', 'ab_kernel/flash_81839eb.json', 'ab.json',
+            lambda d, k=(pass_, causal): next(r['speedup'] for r in d['rows']
+                                              if (r['pass'], r['causal']) == k),
+            rel=0.2, where="BENCHMARKS, Where flash's time goes", timing=True)
+      for pass_ in ('fwd', 'fwd_bwd') for causal in (False, True)],
     *[Claim(f'{name} fwd+bwd 16384: peak RSS (MiB)', 'kernels_rss', RSS, 'bench.json',
             lambda d, n=name: field(row(n, 16384, False, 'fwd_bwd'), 'peak_rss_bytes')(d) / 2**20,
             rel=0.15, where='BENCHMARKS, Peak memory at 16384')

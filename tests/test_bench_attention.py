@@ -63,3 +63,23 @@ def test_profile_splits_time_over_xla_operations(tmp_path):
   assert matmul['gflop'] * 1e9 == 6 * 7 * 2 * (2 * 16 * 16 * 16)
   assert matmul['gflops'] > 0 and rows[0]['ops'] and rows[0]['wall_ms'] > 0
   assert '| fwd_bwd | yes | 40 | flash:16x16 |' in (tmp_path / 'profile.md').read_text()
+
+
+@pytest.mark.slow
+def test_ab_kernel_times_a_revision_against_the_working_tree(tmp_path):
+  """scripts/ab_kernel.py loads flash as it was at HEAD beside the working tree's and times
+  both; a revision git does not know is one line and a non-zero exit."""
+  if subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=ROOT, capture_output=True).returncode:
+    pytest.skip('not a git checkout')
+  script = os.path.join(ROOT, 'scripts', 'ab_kernel.py')
+  cmd = [sys.executable, script, '--rev=HEAD', '--lengths=24', '--causal=true',
+         '--heads=2', '--head_dim=16', '--repeats=1', f'--json={tmp_path / "ab.json"}']
+  subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT, timeout=600)
+  rows = json.loads((tmp_path / 'ab.json').read_text())['rows']
+  assert [(r['pass'], r['causal'], r['length']) for r in rows] == [('fwd', True, 24),
+                                                                    ('fwd_bwd', True, 24)]
+  assert all(r['old_ms'] > 0 and r['new_ms'] > 0 and r['rev'] == 'HEAD' for r in rows)
+  bad = subprocess.run([sys.executable, script, '--rev=no-such-revision'], capture_output=True,
+                       text=True, cwd=ROOT, timeout=600)
+  assert bad.returncode != 0 and 'Traceback' not in bad.stderr
+  assert "git show no-such-revision:attention/kernels/flash.py failed" in bad.stderr
