@@ -29,8 +29,9 @@ from attention.kernels import common
 from attention.kernels import dropout as dropout_lib
 
 # (block_q, block_kv) per backend. CPU: measured by scripts/bench_attention.py --tune
-# (see BENCHMARKS.md). GPU/TPU: the FlashAttention-2 paper's sizes, not tuned here.
-DEFAULT_BLOCKS = {'cpu': (256, 512), 'gpu': (128, 128), 'tpu': (512, 512)}
+# (BENCHMARKS.md, "CPU tile sizes"): 512x512 since the tile copies went (81839eb).
+# GPU/TPU: the FlashAttention-2 paper's sizes, not tuned here.
+DEFAULT_BLOCKS = {'cpu': (512, 512), 'gpu': (128, 128), 'tpu': (512, 512)}
 
 
 @dataclasses.dataclass(frozen=True)
