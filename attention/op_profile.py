@@ -113,6 +113,12 @@ def _category(opcodes: set) -> str:
   return 'elementwise'
 
 
+def available() -> bool:
+  """Whether this jax can read its own traces (jax.profiler.ProfileData: jax 0.10 can,
+  jax 0.6 cannot)."""
+  return getattr(jax.profiler, 'ProfileData', None) is not None
+
+
 def _self_times(xspace: bytes) -> tuple[collections.Counter, collections.Counter]:
   """Self time (ns) and execution count per HLO op name, over all host threads."""
   self_ns, count = collections.Counter(), collections.Counter()
@@ -139,6 +145,9 @@ def _self_times(xspace: bytes) -> tuple[collections.Counter, collections.Counter
 
 def profile(compiled, args, repeats: int = 3) -> dict:
   """Runs compiled(*args) once untraced, then `repeats` times under the profiler."""
+  if not available():
+    raise RuntimeError(f'op_profile needs jax.profiler.ProfileData, which jax {jax.__version__} '
+                       'does not have (jax 0.10 has it)')
   # pylint: disable-next=import-outside-toplevel
   from jax._src.lib import _profiler   # the session object; jax.profiler only writes files
   jax.block_until_ready(compiled(*args))

@@ -344,6 +344,9 @@ def main(argv):
   names = list(FLAGS.candidates)
   if FLAGS.tune:
     names = [f'flash:{b}' for b in FLAGS.tune_blocks]
+  if FLAGS.profile and not op_profile.available():
+    raise app.UsageError(f'--profile: jax {jax.__version__} cannot read its own traces '
+                         '(no jax.profiler.ProfileData; jax 0.10 has it)')
   if FLAGS.profile and 'torch' in names:
     print('--profile: no torch (the trace sees XLA operations only)')
     names.remove('torch')
