@@ -394,6 +394,14 @@ UNCHECKED = [
     ('BENCHMARKS, "Local and linear growth": the GLIBC_TUNABLES=glibc.malloc.hugetlb=1 A/B '
      '(growth and 4096 targets)', 'single exploratory pairs of processes, with the commands '
      'given there; not a setting of any job'),
+    ("BENCHMARKS, Where flash's time goes: the split of 81839eb into its two steps (1.32x, "
+     '1.11x), the row-sum-in-P.V trial, and the first 3-repeat tile sweep',
+     'exploratory A/B runs made while changing flash (a throwaway script; the intermediate '
+     'code was never committed); the whole change is the checked kernels_ab_81839eb job'),
+    ('BENCHMARKS, CPU tile sizes and Targets: the 7-repeat 256x512/512x512/512x256 sweep and '
+     'the spread table of the evening\'s runs', 'the sweep is an exploratory run of the command '
+     'given there; the spread table quotes recorded files that were since re-recorded '
+     '(git history of results/), besides the checked kernels_targets and kernels_full'),
     ('README, Install: the suite on Python 3.10/3.11/3.12', 'test runs in fresh venvs, not '
      'numbers: re-run with make install PYTHON=pythonX.Y VENV=DIR, then DIR/bin/python -m '
      'pytest -n 2 tests'),
