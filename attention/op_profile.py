@@ -14,7 +14,8 @@ threads; then the sum exceeds the wall time ('overlap' > 1).
 Categories come from the optimized HLO: 'matmul' (a dot, alone or in a library fusion),
 'exp' (element-wise work that includes an exponential), 'reduce', 'elementwise',
 'data movement' (copies, transposes, slices, updates, broadcasts), 'control' (loops'
-own time) and 'other'.
+own time) and 'other' (custom calls, sorts, collectives...). FLOPs are counted for HLO
+dots only: a product done by a custom call shows as 'other' time with no FLOPs.
 """
 
 from __future__ import annotations
@@ -30,6 +31,13 @@ _MOVEMENT = {'copy', 'transpose', 'bitcast', 'broadcast', 'slice', 'dynamic-slic
              'dynamic-update-slice', 'pad', 'concatenate', 'reshape', 'parameter', 'constant',
              'iota', 'tuple', 'get-tuple-element', 'convert'}
 _CONTROL = {'while', 'conditional', 'call'}
+_ELEMENTWISE = {'add', 'subtract', 'multiply', 'divide', 'maximum', 'minimum', 'select',
+                'compare', 'and', 'or', 'not', 'xor', 'negate', 'abs', 'sign', 'floor', 'ceil',
+                'round-nearest-even', 'round-nearest-afz', 'clamp', 'log', 'log-plus-one',
+                'exponential-minus-one', 'tanh', 'logistic', 'sqrt', 'rsqrt', 'cbrt', 'power',
+                'remainder', 'atan2', 'sine', 'cosine', 'tan', 'is-finite', 'erf',
+                'shift-left', 'shift-right-logical', 'shift-right-arithmetic', 'popcnt',
+                'real', 'imag', 'complex', 'bitcast-convert', 'reduce-precision'}
 # '%name = TYPE opcode(' where TYPE is one token or a parenthesized tuple.
 _INSTRUCTION = re.compile(
     r'^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(\(.*?\)|\S+)\s+([a-z][a-z0-9\-]*)\((.*)$')
@@ -56,7 +64,8 @@ def _parse_hlo(text: str):
 
 def _dot_flops(instructions, rest, out_dims) -> float:
   """2 x output elements x contracted length, from a dot's operand shapes."""
-  lhs = re.match(r'%?([\w.\-]+)', rest).group(1)
+  # The first operand, written '%name' or, in some XLA versions, 'f32[..]{..} %name'.
+  lhs = re.match(r'(?:\S+\[[^\]]*\]\S*\s+)?%?([\w.\-]+)', rest).group(1)
   contracting = re.search(r'lhs_contracting_dims=\{([\d,]*)\}', rest)
   if lhs not in instructions or not contracting:
     return 0.0
@@ -108,9 +117,9 @@ def _category(opcodes: set) -> str:
     return 'reduce'
   if opcodes <= _MOVEMENT:
     return 'data movement'
-  if opcodes & {'custom-call', 'rng', 'rng-bit-generator', 'sort', 'scatter', 'gather'}:
-    return 'other'
-  return 'elementwise'
+  if opcodes <= _MOVEMENT | _ELEMENTWISE:
+    return 'elementwise'
+  return 'other'   # custom calls (whose products are not counted), sorts, collectives, ...
 
 
 def available() -> bool:
@@ -175,7 +184,8 @@ def profile(compiled, args, repeats: int = 3) -> dict:
     totals['gflop'] += o.get('gflop', 0.0)
   for totals in categories.values():
     totals['share'] = totals['ms'] / traced if traced else 0.0
-    totals['gflops'] = totals['gflop'] / (totals['ms'] / 1e3) if totals['gflop'] else None
+    totals['gflops'] = (totals['gflop'] / (totals['ms'] / 1e3)
+                        if totals['gflop'] and totals['ms'] > 0 else None)
   return {
       'wall_ms': wall * 1e3,
       'traced_ms': traced,

@@ -5,9 +5,9 @@
 
 Before an optimization, write down what should move and by how much; after it, this
 measures it. The kernel's module at REV (`git show REV:attention/kernels/<module>.py`) is
-loaded beside today's, both are compiled, and they are timed in alternation (old, new,
-old, new, ...), so that both see the same machine load; the median of --repeats rounds is
-reported, with new/old as a speed-up. --against=REV2 takes the new side from REV2
+loaded beside today's, both are compiled, and they are timed in alternation (old then
+new, then new then old, ...), so that both see the same machine load; the median of
+--repeats rounds is reported, with the speed-up old time / new time. --against=REV2 takes the new side from REV2
 instead of the working tree. Loaded modules import today's attention.kernels.common, so a
 change there is on both sides.
 """
@@ -69,6 +69,19 @@ def load_at_revision(rev: str, kernel: str):
   return getattr(module, fn.__name__)
 
 
+def resolve(rev: str) -> str:
+  out = subprocess.run(['git', 'rev-parse', rev], cwd=ROOT, capture_output=True, text=True,
+                       check=False)
+  return out.stdout.strip() or rev
+
+
+def working_tree() -> str:
+  """HEAD's commit, marked when the kernels differ from it in the working tree."""
+  dirty = subprocess.run(['git', 'status', '--porcelain', '--', 'attention/kernels'], cwd=ROOT,
+                         capture_output=True, text=True, check=False).stdout.strip()
+  return resolve('HEAD') + (' + uncommitted changes to attention/kernels' if dirty else '')
+
+
 def compiled_call(fn, causal, pass_, args):
   attention_fn = functools.partial(fn, is_causal=causal)
   if pass_ == 'fwd_bwd':
@@ -93,6 +106,8 @@ def main(argv):
     lengths = [int(x) for x in _LENGTHS.value]
   except ValueError:
     raise app.UsageError(f'--lengths: integers, got {",".join(_LENGTHS.value)}') from None
+  if _REPEATS.value < 1 or min(lengths, default=0) < 1:
+    raise app.UsageError('--repeats and --lengths: positive integers')
   old_fn = load_at_revision(_REV.value, _KERNEL.value)
   new_fn = (load_at_revision(_AGAINST.value, _KERNEL.value) if _AGAINST.value
             else kernels.get(_KERNEL.value))
@@ -109,12 +124,14 @@ def main(argv):
         times = {side: [] for side in runs}
         for run in runs.values():   # warm-up
           run()
-        for _ in range(_REPEATS.value):
-          for side, run in runs.items():
+        for round_ in range(_REPEATS.value):
+          for side in ('old', 'new') if round_ % 2 == 0 else ('new', 'old'):
             start = time.perf_counter()
-            run()
+            runs[side]()
             times[side].append(time.perf_counter() - start)
-        row = {'kernel': _KERNEL.value, 'rev': _REV.value, 'against': new_name,
+        row = {'kernel': _KERNEL.value, 'rev': _REV.value, 'rev_commit': resolve(_REV.value),
+               'against': new_name,
+               'against_commit': resolve(_AGAINST.value) if _AGAINST.value else working_tree(),
                'pass': pass_, 'causal': causal,
                'length': length, **{f'{side}_ms': statistics.median(t) * 1e3
                                     for side, t in times.items()}}
@@ -122,7 +139,7 @@ def main(argv):
         rows.append(row)
         print(f"{pass_:7s} {'causal' if causal else 'full':6s} {length:6d}: "
               f"{_REV.value} {row['old_ms']:9.1f} ms, {new_name} {row['new_ms']:9.1f} ms, "
-              f"new/old speed-up {row['speedup']:.2f}x", flush=True)
+              f"speed-up (old time / new time) {row['speedup']:.2f}x", flush=True)
   if _JSON.value:
     command = 'python ' + ' '.join([os.path.relpath(__file__, ROOT)] + sys.argv[1:])
     with open(_JSON.value, 'w') as f:

@@ -344,6 +344,8 @@ def main(argv):
   names = list(FLAGS.candidates)
   if FLAGS.tune:
     names = [f'flash:{b}' for b in FLAGS.tune_blocks]
+  if FLAGS.profile and FLAGS.tune:
+    raise app.UsageError('--profile and --tune: pick one (each writes its own table)')
   if FLAGS.profile and not op_profile.available():
     raise app.UsageError(f'--profile: jax {jax.__version__} cannot read its own traces '
                          '(no jax.profiler.ProfileData; jax 0.10 has it)')

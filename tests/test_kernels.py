@@ -173,11 +173,13 @@ def test_exact_kernel_matches_float64(kernel_key, case_name):
     assert rel_err(got, want) < GRAD_TOL, f'{name}, seed {seed}'
 
 
+# head_dim_128: a scale (1/sqrt(128)) that bf16 cannot hold exactly.
+@pytest.mark.parametrize('case_name', ['mask_bias', 'head_dim_128'])
 @pytest.mark.parametrize('kernel_key', ['reference', 'flash', 'xla'])
-def test_bf16_inputs_within_bf16_tolerance(kernel_key):
+def test_bf16_inputs_within_bf16_tolerance(kernel_key, case_name):
   rng, seed = fresh_rng()
-  q, k, v, bias, kw, cotangent = make_case('mask_bias', rng, dtype=jnp.bfloat16)
-  out, grads = call_kernel(kernel_key, 'mask_bias', q, k, v, bias, kw, cotangent)
+  q, k, v, bias, kw, cotangent = make_case(case_name, rng, dtype=jnp.bfloat16)
+  out, grads = call_kernel(kernel_key, case_name, q, k, v, bias, kw, cotangent)
   assert out.dtype == jnp.bfloat16
   want_out, want_grads = numpy_result(q, k, v, bias, kw, cotangent)
   # bf16 keeps 8 mantissa bits (relative step 2^-8 = 0.4%); products of a few such

@@ -36,11 +36,14 @@ def test_profile_sees_every_loop_step_and_adds_up():
   report = op_profile.profile(compiled, args, repeats=2)
   matmuls = [o for o in report['ops'] if o['category'] == 'matmul']
   assert matmuls and all(o['calls'] == STEPS for o in matmuls)
-  assert sum(o['gflop'] for o in matmuls) * 1e9 == STEPS * 2 * M * N * K
+  assert sum(o['gflop'] for o in matmuls) * 1e9 == pytest.approx(STEPS * 2 * M * N * K)
   assert [o['calls'] for o in report['ops'] if o['category'] == 'exp'] == [STEPS]
   assert [o['calls'] for o in report['ops'] if o['category'] == 'control'] == [1]
   shares = [c['share'] for c in report['categories'].values()]
   assert abs(sum(shares) - 1.0) < 1e-9
   assert report['wall_ms'] > 0 and report['traced_ms'] > 0
-  # Self times: the loop's own time excludes its body, so no op exceeds the traced total.
-  assert all(o['ms'] <= report['traced_ms'] + 1e-9 for o in report['ops'])
+  # Self times: the loop's own time excludes its body. Counting the body twice would make
+  # the traced total about twice the wall time, and the loop the largest entry.
+  assert report['overlap'] < 1.5
+  control = report['categories']['control']['ms']
+  assert control < 0.5 * report['traced_ms']

@@ -43,6 +43,7 @@ class _Plan:
   block_kv: int
   num_q_blocks: int
   num_kv_blocks: int
+  score_scale: float   # 1.0 when q was scaled before the loops (fp32/fp64 inputs)
   is_causal: bool
   dropout_rate: float
 
@@ -74,18 +75,20 @@ def flash_attention(query, key, value, *, mask=None, bias=None, is_causal=False,
   block_kv = min(block_kv or default_kv, dims.kv_len)
   if block_q <= 0 or block_kv <= 0:
     raise ValueError(f'flash: block sizes must be positive, got {block_q}, {block_kv}')
-  plan = _Plan(dims, block_q, block_kv, -(-dims.q_len // block_q), -(-dims.kv_len // block_kv),
-               bool(is_causal), float(dropout_rate))
-  pad_q = plan.q_padded - dims.q_len
-  pad_kv = plan.kv_padded - dims.kv_len
-
+  scale = common.default_scale(scale, dims.head_dim)
   # Scaling q once (O(Tq H)) rather than every score tile (O(Tq Tk)): in the forward loop
   # the scaled tile feeds both the row max and the exp, so XLA writes it out as one more
   # pass over the tile. Autodiff through this product scales dQ; dK = dS^T (scale q).
-  compute = jnp.promote_types(query.dtype, jnp.float32)
-  q = query.astype(compute) * common.default_scale(scale, dims.head_dim)
-  q = jnp.pad(common.group_query(q.astype(query.dtype), dims),
-              [(0, 0)] * 3 + [(0, pad_q), (0, 0)])
+  # bf16/fp16 inputs keep the scale on the fp32 scores instead: rounding (or, in fp16,
+  # overflowing) scale * q in the input dtype would add an error the scores never had.
+  prescale = jnp.dtype(query.dtype).itemsize >= 4
+  plan = _Plan(dims, block_q, block_kv, -(-dims.q_len // block_q), -(-dims.kv_len // block_kv),
+               1.0 if prescale else scale, bool(is_causal), float(dropout_rate))
+  pad_q = plan.q_padded - dims.q_len
+  pad_kv = plan.kv_padded - dims.kv_len
+
+  q = query * jnp.asarray(scale, query.dtype) if prescale else query
+  q = jnp.pad(common.group_query(q, dims), [(0, 0)] * 3 + [(0, pad_q), (0, 0)])
   k = jnp.pad(jnp.swapaxes(key, 1, 2), [(0, 0), (0, 0), (0, pad_kv), (0, 0)])
   v = jnp.pad(jnp.swapaxes(value, 1, 2), [(0, 0), (0, 0), (0, pad_kv), (0, 0)])
   if pad_kv and kv_lengths is None:
@@ -136,6 +139,8 @@ def _scores(plan: _Plan, q_blk, k_blk, i, j, bias, aux, on_diagonal=True):
   q_pos = i * plan.block_q + jnp.arange(plan.block_q)
   kv_pos = j * plan.block_kv + jnp.arange(plan.block_kv)
   s = _batched_scores(q_blk, k_blk)
+  if plan.score_scale != 1.0:
+    s = s * plan.score_scale
   s = common.add_position_bias(
       s, q_pos, kv_pos, bias=_block_of(bias, i, j, plan),
       alibi_slopes=aux['alibi_slopes'], num_kv_heads=plan.dims.num_kv_heads)
@@ -300,9 +305,12 @@ def _backward(plan: _Plan, q, k, v, bias, aux, out, lse, d_out):
       ds_in = ds.astype(q.dtype)
       dq_blk = jnp.einsum('xrc,xch->xrh', _flat_rows(ds_in), _flat_rows(k_blk),
                           preferred_element_type=jnp.float32)
+      dk_blk = _sum_over_rows(q_t_blk, ds_in)
+      if plan.score_scale != 1.0:
+        dq_blk, dk_blk = dq_blk * plan.score_scale, dk_blk * plan.score_scale
       dq = lax.dynamic_update_slice_in_dim(dq, rows(dq) + dq_blk.reshape(q_blk.shape),
                                            i * plan.block_q, axis=3)
-      dkT_j += _sum_over_rows(q_t_blk, ds_in)
+      dkT_j += dk_blk
       if dbias is not None:
         dbias = _accumulate_bias_grad(dbias, ds, i, j, plan)
       return dkT_j, dvT_j, dq, dbias
