@@ -46,7 +46,10 @@ def test_heads_over_two_forced_devices(tmp_path):
   assert sorted(rows) == sorted((c, p) for c in ('flash', 'flash@heads', 'jax.nn@heads')
                                 for p in ('fwd', 'fwd_bwd'))
   assert all(r['seconds'] > 0 and r['gflops'] > 0 for r in rows.values())
-  assert all(0 < r['cores_busy'] <= os.cpu_count() + 0.5 for r in rows.values())
+  # Process CPU time advances in scheduler ticks (4 ms at HZ=250), so for these
+  # sub-millisecond calls the ratio reads 0 or several cores: only its presence and sign
+  # are checkable here. The recorded 4096 runs (1.8-2.0 cores) are where it means something.
+  assert all(r['cores_busy'] >= 0 for r in rows.values())
 
 
 @pytest.mark.slow
