@@ -78,31 +78,25 @@ def classify(text: str) -> dict:
   """{HLO op name: (category, FLOPs of its products per execution)} for a module's text."""
   computations = _parse_hlo(text)
 
-  def inner(computation, seen=()):
-    """Opcodes and product FLOPs of a computation, following fusions and calls into it."""
+  def describe(instructions, dims, opcode, rest, seen=()):
+    """Opcodes and product FLOPs of one instruction; a fusion's are those of the
+    computation it calls, followed down through nested fusions."""
+    called = re.search(r'calls=%?([\w.\-]+)', rest) if opcode == 'fusion' else None
+    if called is None or called.group(1) in seen:
+      return {opcode}, _dot_flops(instructions, rest, dims) if opcode == 'dot' else 0.0
+    callee = computations.get(called.group(1), {})
     opcodes, flops = set(), 0.0
-    instructions = computations.get(computation, {})
-    for dims, opcode, rest in instructions.values():
-      opcodes.add(opcode)
-      if opcode == 'dot':
-        flops += _dot_flops(instructions, rest, dims)
-      called = re.search(r'calls=%?([\w.\-]+)', rest)
-      if opcode == 'fusion' and called and called.group(1) not in seen:
-        sub_opcodes, sub_flops = inner(called.group(1), seen + (called.group(1),))
-        opcodes |= sub_opcodes
-        flops += sub_flops
+    for inner in callee.values():
+      inner_opcodes, inner_flops = describe(callee, *inner, seen + (called.group(1),))
+      opcodes |= inner_opcodes
+      flops += inner_flops
     return opcodes, flops
 
   ops = {}
-  for computation, instructions in computations.items():
-    for name, (dims, opcode, rest) in instructions.items():
-      flops = _dot_flops(instructions, rest, dims) if opcode == 'dot' else 0.0
-      kinds = {opcode}
-      if opcode == 'fusion':
-        called = re.search(r'calls=%?([\w.\-]+)', rest)
-        if called:
-          kinds, flops = inner(called.group(1))
-      ops[name] = (_category(kinds), flops)
+  for instructions in computations.values():
+    for name, instruction in instructions.items():
+      opcodes, flops = describe(instructions, *instruction)
+      ops[name] = (_category(opcodes), flops)
   return ops
 
 

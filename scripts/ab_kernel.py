@@ -112,6 +112,8 @@ def main(argv):
   new_fn = (load_at_revision(_AGAINST.value, _KERNEL.value) if _AGAINST.value
             else kernels.get(_KERNEL.value))
   new_name = _AGAINST.value or 'working tree'
+  commits = {'rev_commit': resolve(_REV.value),
+             'against_commit': resolve(_AGAINST.value) if _AGAINST.value else working_tree()}
   rows = []
   for pass_ in _PASSES.value:
     for causal in (c == 'true' for c in _CAUSAL.value):
@@ -129,9 +131,7 @@ def main(argv):
             start = time.perf_counter()
             runs[side]()
             times[side].append(time.perf_counter() - start)
-        row = {'kernel': _KERNEL.value, 'rev': _REV.value, 'rev_commit': resolve(_REV.value),
-               'against': new_name,
-               'against_commit': resolve(_AGAINST.value) if _AGAINST.value else working_tree(),
+        row = {'kernel': _KERNEL.value, 'rev': _REV.value, 'against': new_name, **commits,
                'pass': pass_, 'causal': causal,
                'length': length, **{f'{side}_ms': statistics.median(t) * 1e3
                                     for side, t in times.items()}}

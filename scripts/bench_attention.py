@@ -167,11 +167,16 @@ def process_cpu_seconds() -> float:
   return usage.ru_utime + usage.ru_stime
 
 
+def random_inputs(shape):
+  """q, k, v of one point: the same seeded normal draws for every candidate and mode."""
+  rng = np.random.default_rng(0)
+  return [jnp.asarray(rng.normal(size=shape), jnp.float32) for _ in range(3)]
+
+
 def time_point(length, causal, pass_, names):
   """Compile all candidates of one point, then time them in alternation."""
   shape = (FLAGS.batch, length, FLAGS.heads, FLAGS.head_dim)
-  rng = np.random.default_rng(0)
-  args = [jnp.asarray(rng.normal(size=shape), jnp.float32) for _ in range(3)]
+  args = random_inputs(shape)
   runners, rows = {}, {}
   for name in names:
     row = {'candidate': name, 'length': length, 'causal': causal, 'pass': pass_}
@@ -222,8 +227,7 @@ PROFILE_CATEGORIES = ('matmul', 'exp', 'reduce', 'elementwise', 'data movement',
 def profile_point(length, causal, pass_, names):
   """Per-operation time of each JAX candidate of one point (op_profile.profile)."""
   shape = (FLAGS.batch, length, FLAGS.heads, FLAGS.head_dim)
-  rng = np.random.default_rng(0)
-  args = [jnp.asarray(rng.normal(size=shape), jnp.float32) for _ in range(3)]
+  args = random_inputs(shape)
   rows = []
   for name in names:
     compiled, _ = compile_jax(name, causal, pass_, shape)
