@@ -27,6 +27,11 @@ split but validation), parameters, median train step time, wall time, status.
 DIR/results.png plots --metric against the swept value when a single key varies;
 DIR/results_by_length.png exact match against source length, a line per point;
 DIR/curves.json and DIR/curves.png the logged training loss of every point.
+When `seed` (config.seed: initialization and dropout) is swept, DIR/summary.csv and
+DIR/summary.md hold a row per setting of the other keys: the number of seeds done, and
+each metric's mean, min and max over them; the plots then draw the means, with the
+min-max range as error bars (results.png, results_by_length.png) and one colour per
+setting (curves.png).
 DIR/machine.json the kind of machine the points were timed on (attention/machine.py;
 isa 'mixed' when points ran on different kinds, so that their step times are not compared).
 Exit status: 0 when every point is done, 1 when any failed (the others still run).
@@ -41,6 +46,7 @@ import functools
 import hashlib
 import importlib.util
 import json
+import math
 import os
 import re
 import shlex
@@ -68,6 +74,7 @@ METRICS = (('val_bleu', 'validation', 'bleu'), ('val_exact_match', 'validation',
            ('test_exact_match', 'test', 'exact_match'))
 METRIC_NAMES = tuple(column for column, _, _ in METRICS)
 RESULT_COLUMNS = (*METRIC_NAMES, 'params', 'train_ms_per_step', 'wall_s', 'status', 'error')
+SEED_KEY = 'seed'   # config.seed; points that differ only in it are repeats of one setting
 
 _CONFIG = cli.define_config_flag('Base config of every point, as for train.py.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Sweep directory: a run directory per point, '
@@ -494,16 +501,90 @@ def write_machine(points: list[Point], workdir: str) -> None:
       json.dump(kind, f, indent=1)
 
 
+def settings(points: list[Point], rows: list[dict]) -> list[tuple[dict, list[tuple[Point, dict]]]]:
+  """The points grouped by their overrides other than `seed`, in order of first appearance:
+  [(setting, [(point, row), ...])]; without a swept seed, one point per setting."""
+  groups = {}
+  for point, row in zip(points, rows):
+    setting = {k: v for k, v in point.overrides.items() if k != SEED_KEY}
+    groups.setdefault(point_name(setting), (setting, []))[1].append((point, row))
+  return list(groups.values())
+
+
+def seeds_swept(points: list[Point]) -> bool:
+  return len({repr(p.overrides.get(SEED_KEY)) for p in points}) > 1
+
+
+def _finite(value) -> bool:
+  # metrics.jsonl holds a non-finite value as a string ('nan'): never averaged or plotted.
+  return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _values(group: list[tuple[Point, dict]], column: str) -> list[float]:
+  return [row[column] for _, row in group if row['status'] == 'done' and _finite(row.get(column))]
+
+
+def summarize(points: list[Point], rows: list[dict], columns: list[str]) -> tuple[list[str], list[dict]]:
+  """summary.csv's columns and rows: a row per setting (the swept keys but `seed`), the
+  number of seeds done, and for each metric column of `columns` its mean, _min and _max
+  over them (parameters once: they do not depend on the seed)."""
+  keys = [c for c in columns if c in {k for p in points for k in p.overrides} and c != SEED_KEY]
+  metrics = [c for c in columns[columns.index(METRIC_NAMES[0]):] if c not in ('wall_s', 'status', 'error')]
+  out_columns = [*keys, 'seeds']
+  for c in metrics:
+    out_columns += [c] if c == 'params' else [c, f'{c}_min', f'{c}_max']
+  out_rows = []
+  for setting, group in settings(points, rows):
+    row = {k: flag_text(setting[k]) for k in keys if k in setting}
+    row['seeds'] = sum(r['status'] == 'done' for _, r in group)
+    for c in metrics:
+      values = _values(group, c)
+      if c == 'params':
+        row[c] = values[0] if values else None
+        continue
+      row[c] = statistics.fmean(values) if values else None
+      row[f'{c}_min'], row[f'{c}_max'] = (min(values), max(values)) if values else (None, None)
+    out_rows.append(row)
+  return out_columns, out_rows
+
+
+def write_summary(points: list[Point], rows: list[dict], workdir: str) -> None:
+  """DIR/summary.csv (mean, min, max as columns) and DIR/summary.md ('mean (min-max)')."""
+  with open(os.path.join(workdir, 'results.csv'), newline='') as f:
+    columns = next(csv.reader(f))
+  out_columns, out_rows = summarize(points, rows, columns)
+  with open(os.path.join(workdir, 'summary.csv'), 'w', newline='') as f:
+    writer = csv.DictWriter(f, out_columns)
+    writer.writeheader()
+    writer.writerows(out_rows)
+  shown = [c for c in out_columns if not c.endswith(('_min', '_max'))]
+
+  def cell(row, c):
+    if c == 'seeds' or f'{c}_min' not in row or row[c] is None:
+      return _cell(c, row.get(c))
+    return f'{_cell(c, row[c])} ({_cell(c, row[c + "_min"])}–{_cell(c, row[c + "_max"])})'
+
+  lines = ['| ' + ' | '.join(shown) + ' |', '|' + '---|' * len(shown)]
+  lines += ['| ' + ' | '.join(cell(row, c) for c in shown) + ' |' for row in out_rows]
+  with open(os.path.join(workdir, 'summary.md'), 'w') as f:
+    f.write('\n'.join(lines) + '\n')
+
+
+def _mean_and_range(values: list[float]) -> tuple[float, float, float]:
+  mean = statistics.fmean(values)
+  return mean, mean - min(values), max(values) - mean
+
+
 def plot(points: list[Point], rows: list[dict], metric: str, path: str) -> str | None:
-  """results.png: `metric` against the one key whose value varies; None when not 1-D."""
-  keys = list(dict.fromkeys(k for p in points for k in p.overrides))
+  """results.png: `metric` against the one key other than `seed` whose value varies (the
+  mean over seeds, their range as error bars); None when not 1-D."""
+  keys = list(dict.fromkeys(k for p in points for k in p.overrides if k != SEED_KEY))
   varying = [k for k in keys if len({repr(p.overrides.get(k)) for p in points}) > 1]
   if len(varying) != 1:
     return None
   key = varying[0]
-  # metrics.jsonl holds a non-finite value as a string ('nan'): not plotted.
-  pairs = [(p.overrides[key], row.get(metric)) for p, row in zip(points, rows)
-           if row['status'] == 'done' and isinstance(row.get(metric), (int, float))]
+  pairs = [(setting[key], _values(group, metric)) for setting, group in settings(points, rows)]
+  pairs = [(x, ys) for x, ys in pairs if ys]
   if not pairs:
     return None
   import matplotlib
@@ -512,17 +593,19 @@ def plot(points: list[Point], rows: list[dict], metric: str, path: str) -> str |
   xs = [x for x, _ in pairs]
   numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs)
   if numeric:
-    pairs.sort()
+    pairs.sort(key=lambda pair: pair[0])
   positions = [x for x, _ in pairs] if numeric else list(range(len(pairs)))
+  means, below, above = zip(*(_mean_and_range(ys) for _, ys in pairs))
   fig, ax = plt.subplots(figsize=(5, 3.5))
-  ax.plot(positions, [y for _, y in pairs], 'o-')
+  ax.errorbar(positions, means, yerr=[below, above], fmt='o-', capsize=3)
   if numeric and min(xs) > 0 and max(xs) >= 10 * min(xs):   # learning rates and the like
     ax.set_xscale('log')
   ax.minorticks_off()
   # Ticks at the swept values, labelled as on the command line.
   ax.set_xticks(positions, [flag_text(x) for x, _ in pairs])
   ax.set_xlabel(key)
-  ax.set_ylabel(metric)
+  seeds = max(len(ys) for _, ys in pairs)
+  ax.set_ylabel(metric + (f' (mean, range of {seeds} seeds)' if seeds > 1 else ''))
   ax.grid(alpha=0.3)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
@@ -531,26 +614,30 @@ def plot(points: list[Point], rows: list[dict], metric: str, path: str) -> str |
 
 
 def plot_by_length(points: list[Point], rows: list[dict], bins, path: str) -> str | None:
-  """results_by_length.png: exact match against source length, a line per point."""
+  """results_by_length.png: exact match against source length, a line per setting (the
+  mean over seeds, their range as error bars)."""
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
-  fig, ax = plt.subplots(figsize=(7, 4.5 + 0.22 * len(points)))
+  groups = settings(points, rows)
+  fig, ax = plt.subplots(figsize=(7, 4.5 + 0.22 * len(groups)))
   centers = [(lo + hi) / 2 for lo, hi in bins]
   drawn = 0
-  for point, row in zip(points, rows):
-    ys = [row.get(bin_column(lo, hi)) for lo, hi in bins]
-    if row['status'] != 'done' or all(y is None for y in ys):
+  for setting, group in groups:
+    line = [(x, _values(group, bin_column(lo, hi))) for x, (lo, hi) in zip(centers, bins)]
+    line = [(x, _mean_and_range(ys)) for x, ys in line if ys]
+    if not line:
       continue
-    xs = [x for x, y in zip(centers, ys) if y is not None]
-    ax.plot(xs, [y for y in ys if y is not None], 'o-', label=point.name)
+    means, below, above = zip(*(m for _, m in line))
+    ax.errorbar([x for x, _ in line], means, yerr=[below, above], fmt='o-', capsize=3,
+                label=point_name(setting))
     drawn += 1
   if not drawn:
     plt.close(fig)
     return None
   ax.set_xticks(centers, [f'{lo}-{hi}' for lo, hi in bins])
   ax.set_xlabel('source length (words)')
-  ax.set_ylabel('exact match (%)')
+  ax.set_ylabel('exact match (%)' + (' (mean, range over seeds)' if seeds_swept(points) else ''))
   ax.grid(alpha=0.3)
   # Below the axes: point names are long, and inside they hide the lines.
   ax.legend(fontsize=7, loc='upper center', bbox_to_anchor=(0.5, -0.15), frameon=False)
@@ -561,7 +648,8 @@ def plot_by_length(points: list[Point], rows: list[dict], bins, path: str) -> st
 
 def write_curves(points: list[Point], workdir: str) -> str | None:
   """DIR/curves.json ({point: [[step, train loss], ...]}) and DIR/curves.png, the
-  logged training loss of every point against the step."""
+  logged training loss of every point against the step (the seeds of one setting in one
+  colour)."""
   curves = {p.name: [[r['step'], r['loss']] for r in metric_writer.read_metrics(p.workdir, 'train')
                      if isinstance(r.get('loss'), (int, float))] for p in points}
   curves = {name: points for name, points in curves.items() if points}
@@ -572,9 +660,14 @@ def write_curves(points: list[Point], workdir: str) -> str | None:
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
-  fig, ax = plt.subplots(figsize=(7, 4.5 + 0.22 * len(curves)))
-  for name, pairs in curves.items():
-    ax.plot([s for s, _ in pairs], [l for _, l in pairs], label=name)
+  groups = settings(points, [{}] * len(points))
+  fig, ax = plt.subplots(figsize=(7, 4.5 + 0.22 * len(groups)))
+  for i, (setting, group) in enumerate(groups):
+    drawn = [curves[p.name] for p, _ in group if p.name in curves]
+    for j, pairs in enumerate(drawn):
+      ax.plot([s for s, _ in pairs], [l for _, l in pairs], color=f'C{i % 10}', lw=1,
+              label=(point_name(setting) if len(drawn) == 1 or not seeds_swept(points)
+                     else f'{point_name(setting)} ({len(drawn)} seeds)') if j == 0 else None)
   ax.set_xlabel('step')
   ax.set_ylabel('training loss (label-smoothed)')
   ax.set_yscale('log')
@@ -608,6 +701,9 @@ def main():
   write_results(points, rows, _WORKDIR.value, bins)
   write_machine(points, _WORKDIR.value)
   print(f'results: {os.path.join(_WORKDIR.value, "results.md")}')
+  if seeds_swept(points):
+    write_summary(points, rows, _WORKDIR.value)
+    print(f'mean over seeds: {os.path.join(_WORKDIR.value, "summary.md")}')
   pngs = [plot(points, rows, _METRIC.value, os.path.join(_WORKDIR.value, 'results.png'))]
   if bins:
     pngs.append(plot_by_length(points, rows, bins,

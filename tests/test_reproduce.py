@@ -148,32 +148,56 @@ def test_record_keeps_each_machine_kinds_files_apart(tmp_path):
     assert (recorded / f'bench.avx2.{ext}').read_text() == produced[f'bench.{ext}']
 
 
-def test_study_step_times_are_compared_only_between_machines_of_one_kind(tmp_path):
-  """A study's step times (each point's ratio to the first point) are timings: read from
-  results.csv, with the machine from the machine.json beside it. Its quality columns are
-  compared whatever the machine."""
-  def study(directory, flash_ms, isa):
+def test_study_runs_are_compared_only_between_machines_of_one_kind(tmp_path):
+  """A study's single runs (quality columns, and step times as each point's ratio to the
+  first point) are compared only with a recording from the same kind of machine (the
+  machine.json beside results.csv); parameter counts anywhere."""
+  def study(directory, flash_ms, flash_bleu, isa):
     directory.mkdir(parents=True)
     (directory / 'results.csv').write_text(
-        'model.attention_kernel,val_bleu,train_ms_per_step\n'
-        f'reference,50.0,100.0\nflash,51.0,{flash_ms}\n')
+        'model.attention_kernel,val_bleu,params,train_ms_per_step\n'
+        f'reference,50.0,1000,100.0\nflash,{flash_bleu},1000,{flash_ms}\n')
     (directory / 'machine.json').write_text(json.dumps({'isa': isa, 'devices': ['cpu']}))
 
-  study(tmp_path / 'results' / 'studies' / 'kernels', 50.0, 'avx512')
+  study(tmp_path / 'results' / 'studies' / 'kernels', 50.0, 51.0, 'avx512')
   job = tmp_path / 'w' / 'study_kernels'
-  study(job, 100.0, 'avx2')   # flash 2x slower than recorded, relative to reference
+  study(job, 100.0, 41.0, 'avx2')   # flash 2x slower relative to reference, and 10 BLEU off
   (job / 'done.json').write_text('{}')
   args = ['--only=study_kernels', f'--workdir={tmp_path / "w"}',
           f'--results_dir={tmp_path / "results"}']
   other = reproduce(*args)
   assert other.returncode == 0, other.stdout + other.stderr
-  assert '2 passed, 0 failed, 1 not comparable' in other.stdout, other.stdout
+  assert '2 passed, 0 failed, 3 not comparable' in other.stdout, other.stdout
 
   (job / 'machine.json').write_text(json.dumps({'isa': 'avx512', 'devices': ['cpu']}))
   same = reproduce(*args)
   assert same.returncode == 1, same.stdout + same.stderr
-  assert '2 passed, 1 failed, 0 not comparable' in same.stdout, same.stdout
+  assert '3 passed, 2 failed, 0 not comparable' in same.stdout, same.stdout
   assert 'flash: train_ms_per_step / first point' in same.stdout
+  assert 'flash: val_bleu' in same.stdout
+
+
+def test_seed_means_are_compared_on_any_machine_within_the_seeds_range(tmp_path):
+  """With seeds swept, summary.csv's means are compared whatever the machine, within the
+  column's tolerance (2 BLEU) plus half the range the recorded seeds spanned (here 6)."""
+  summary = ('model.positional,seeds,val_bleu,val_bleu_min,val_bleu_max,params\n'
+             'rope,3,{},{},{},1000\n')
+  recorded = tmp_path / 'results' / 'studies' / 'positional'
+  recorded.mkdir(parents=True)
+  (recorded / 'summary.csv').write_text(summary.format(60.0, 54.0, 66.0))
+  (recorded / 'machine.json').write_text(json.dumps({'isa': 'avx512', 'devices': ['cpu']}))
+  job = tmp_path / 'w' / 'study_positional'
+  job.mkdir(parents=True)
+  (job / 'done.json').write_text('{}')
+  (job / 'machine.json').write_text(json.dumps({'isa': 'avx2', 'devices': ['cpu']}))
+  args = ['--only=study_positional', f'--workdir={tmp_path / "w"}',
+          f'--results_dir={tmp_path / "results"}']
+  for mean, status in ((67.9, 0), (52.1, 0), (68.1, 1)):
+    (job / 'summary.csv').write_text(summary.format(mean, mean, mean))
+    out = reproduce(*args)
+    assert out.returncode == status, (mean, out.stdout + out.stderr)
+    assert f'{1 - status} passed, {status} failed' in out.stdout, out.stdout
+    assert 'rope: val_bleu, mean of 3 seeds' in out.stdout and '±8' in out.stdout
 
 
 def test_machine_kind_is_the_vector_isa_and_devices():

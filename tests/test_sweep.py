@@ -6,6 +6,8 @@ import importlib
 import json
 import os
 import shlex
+import subprocess
+import sys
 
 import pytest
 
@@ -166,7 +168,8 @@ def test_sweep_file_points_and_commands(tmp_path):
                            '/model.num_layers=2,train.learning_rate=0.01,train.warmup_steps=100')
 
 
-STUDIES = {'attention_vs_recurrence': 8, 'positional': 5, 'kernels': 5, 'table3': 10}
+# Points per study (positional and attention_vs_recurrence: three seeds of each setting).
+STUDIES = {'attention_vs_recurrence': 24, 'positional': 15, 'kernels': 5, 'table3': 10}
 
 
 @pytest.mark.parametrize('study', sorted(STUDIES))
@@ -239,3 +242,53 @@ def test_exact_match_by_length(tmp_path):
   assert read == rows
   got = scores.exact_match_by_length(read, [(1, 2), (3, 4), (5, 9), (10, 20)])
   assert got == [100.0, 0.0, 50.0, None]
+
+
+SEEDED_POINTS = r'''
+import json, runpy, sys
+sweep = runpy.run_path('scripts/sweep.py', run_name='sweep_under_test')
+workdir, bins = sys.argv[1], [(1, 10), (11, 20)]
+def point(positional, seed):
+  overrides = {'model.positional': positional, 'seed': seed}
+  name = sweep['point_name'](overrides)
+  return sweep['Point'](overrides, name, f'{workdir}/{name}', [])
+def row(p, em, status='done'):
+  return {**{k: sweep['flag_text'](v) for k, v in p.overrides.items()}, 'val_bleu': em + 1.0,
+          'val_exact_match': em, 'val_perplexity': float('nan'), 'test_bleu': em + 2.0,
+          'test_exact_match': em, 'em_words_1-10': em, 'em_words_11-20': None,
+          'params': 1000, 'train_ms_per_step': 10.0 * em, 'wall_s': 5.0, 'status': status,
+          'error': ''}
+points = [point('sinusoidal', s) for s in (0, 1, 2)] + [point('rope', s) for s in (0, 1)]
+rows = [row(points[0], 60.0), row(points[1], 80.0), row(points[2], 0.0, 'failed'),
+        row(points[3], 99.0), row(points[4], 100.0)]
+sweep['write_results'](points, rows, workdir, bins)
+sweep['write_summary'](points, rows, workdir)
+print(json.dumps([sweep['plot'](points, rows, 'test_exact_match', f'{workdir}/results.png'),
+                  sweep['plot_by_length'](points, rows, bins, f'{workdir}/by_length.png')]))
+'''
+
+
+def test_seeds_of_one_setting_are_summarized(tmp_path):
+  """Points that differ only in `seed` make one row of summary.csv: the seeds done (a
+  failed one is left out), and each metric's mean, min and max over them; a metric
+  that is not finite (nan) or missing in every seed stays empty; the plots draw one
+  line per setting."""
+  out = subprocess.run([sys.executable, '-c', SEEDED_POINTS, str(tmp_path)], cwd=e2e.ROOT,
+                       capture_output=True, text=True, env=e2e.environment(None, None))
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert json.loads(out.stdout.splitlines()[-1]) == [str(tmp_path / 'results.png'),
+                                                     str(tmp_path / 'by_length.png')]
+  with open(tmp_path / 'summary.csv', newline='') as f:
+    summary = list(csv.DictReader(f))
+  assert [(r['model.positional'], r['seeds']) for r in summary] == [('sinusoidal', '2'),
+                                                                    ('rope', '2')]
+  sinusoidal, rope = summary
+  assert 'seed' not in sinusoidal and 'wall_s' not in sinusoidal
+  assert [float(sinusoidal[k]) for k in ('test_exact_match', 'test_exact_match_min',
+                                         'test_exact_match_max')] == [70.0, 60.0, 80.0]
+  assert float(rope['val_bleu']) == 100.5 and float(rope['train_ms_per_step_max']) == 1000.0
+  assert sinusoidal['params'] == '1000' and 'params_min' not in sinusoidal
+  assert sinusoidal['val_perplexity'] == sinusoidal['em_words_11-20'] == ''
+  md = (tmp_path / 'summary.md').read_text().splitlines()
+  assert md[0].startswith('| model.positional | seeds | val_bleu |')
+  assert '| sinusoidal | 2 | 71.00 (61.00–81.00) |' in md[2]
