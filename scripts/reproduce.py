@@ -268,8 +268,8 @@ def load(path: str):
 
 
 STUDIES = {'attention_vs_recurrence': 50, 'positional': 50, 'kernels': 21, 'table3': 25}
-# Step times of these studies are not claimed: table3's were recorded while other training
-# runs shared the two cores, so they measure the machine's load, not the models.
+# Step times of these studies are not claimed: table3 is about quality, and short test runs
+# shared the two cores for a minute of its recording.
 UNTIMED_STUDIES = ('table3',)
 STUDY_FILES = ('results.csv', 'results.md', 'summary.csv', 'summary.md', 'results.png',
                'results_by_length.png', 'curves.json', 'curves.png', 'machine.json')
