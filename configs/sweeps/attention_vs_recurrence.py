@@ -10,7 +10,12 @@ tokens for each model. Exact match is tabulated by source length over test and
 test_long (longer than any training sentence); step time is the median train step of
 each run, on its own CPU.
 
-Results: README, "Studies"; recorded in results/studies/attention_vs_recurrence/.
+Three seeds of each, 24 points: about 50 minutes on 2 CPU cores. Reaches (mean test exact
+match over the seeds, lang / reverse): Transformer sinusoidal 7.6% / 8.8%, RoPE 19.2% /
+53.7%; LSTM with attention 0.0% / 90.8% (40.7% on reverse's longer test_long); LSTM
+without attention 0.0% / 13.3%.
+Results: README, "Studies"; recorded in results/studies/attention_vs_recurrence/
+(summary.md: mean and range over the seeds).
 """
 
 from configs.sweeps import product, sweep
