@@ -22,8 +22,9 @@ from the file the job writes now, and checks them against its tolerance:
             study's single runs only on the recording's kind of machine: a 400-step run
             is deterministic there, but another ISA's rounding moves it by more than
             any useful tolerance (on one host, flash's change of rounding alone moved
-            a point's exact match by up to 18 points: results/studies/recheck_*). Where a study swept seeds, the mean over them is compared
-            on any machine, within the column's tolerance plus half the recorded range
+            a point's exact match by up to 18 points: results/studies/recheck_*).
+            Where a study swept seeds, the mean over them is compared on any machine,
+            within the column's tolerance plus half the recorded range
 
 Prints a table (claim, recorded, now, tolerance, pass/fail) and writes it to
 DIR/reproduce.md and DIR/reproduce.json. Exit status 1 when a claim misses. A job whose
@@ -305,55 +306,75 @@ def _study_value(select, column, first=None):
   return value
 
 
+def _label(keys: list[str], values: tuple) -> str:
+  return ','.join(f'{k}={v}' for k, v in zip(keys, values) if v) or 'base'
+
+
+def _column_kind(column: str) -> str | None:
+  """The STUDY_TOLERANCE entry a results column falls under (None: not compared)."""
+  return next((k for k in STUDY_TOLERANCE if k in column), None)
+
+
 def _study_claims(name: str) -> list[Claim]:
+  return _study_run_claims(name) + _study_seed_mean_claims(name)
+
+
+def _study_run_claims(name: str) -> list[Claim]:
   """A claim per point and column of the study's results.csv, compared on machines of the
-  recording's kind only (but parameter counts); and, when seeds were swept, a claim per
-  setting on each column's mean over the seeds (summary.csv), compared on any machine, with
-  the column's tolerance widened by half the range the recorded seeds spanned."""
-  claims = []
-  where = f'README, Studies ({name})'
+  recording's kind only (but parameter counts)."""
   path = os.path.join(RESULTS, 'studies', name, 'results.csv')
-  rows = load(path) if os.path.exists(path) else []
-  columns = list(rows[0]) if rows else []
-  swept = columns[:columns.index('val_bleu')] if rows else []
-  first = _study_row(swept, tuple(rows[0][k] for k in swept)) if rows else None
+  if not os.path.exists(path):
+    return []
+  rows = load(path)
+  columns = list(rows[0])
+  swept = columns[:columns.index('val_bleu')]
+  first = _study_row(swept, tuple(rows[0][k] for k in swept))
+  claims = []
   for r in rows:
     values = tuple(r[k] for k in swept)
-    label = ','.join(f'{k}={v}' for k, v in zip(swept, values) if v) or 'base'
     for column in columns:
-      kind = next((k for k in STUDY_TOLERANCE if k in column), None)
+      kind = _column_kind(column)
       if kind is None or r[column] in ('', None):
         continue
       relative = kind == 'train_ms_per_step'
       # The first point's time over itself is 1 by construction: nothing to check.
       if relative and (name in UNTIMED_STUDIES or r is rows[0]):
         continue
-      claims.append(Claim(f'{name} {label}: {column}{" / first point" if relative else ""}',
+      claims.append(Claim(f'{name} {_label(swept, values)}: {column}'
+                          f'{" / first point" if relative else ""}',
                           f'study_{name}', f'studies/{name}/results.csv', 'results.csv',
                           _study_value(_study_row(swept, values), column,
                                        first if relative else None),
-                          where=where, same_machine=kind != 'params', **STUDY_TOLERANCE[kind]))
+                          where=f'README, Studies ({name})', same_machine=kind != 'params',
+                          **STUDY_TOLERANCE[kind]))
+  return claims
+
+
+def _study_seed_mean_claims(name: str) -> list[Claim]:
+  """When seeds were swept, a claim per setting on each column's mean over the seeds
+  (summary.csv), compared on any machine, with the column's tolerance widened by half the
+  range the recorded seeds spanned."""
   path = os.path.join(RESULTS, 'studies', name, 'summary.csv')
   if not os.path.exists(path):
-    return claims
+    return []
   rows = load(path)
   columns = list(rows[0])
   keys = columns[:columns.index('seeds')]
+  claims = []
   for r in rows:
     values = tuple(r[k] for k in keys)
-    label = ','.join(f'{k}={v}' for k, v in zip(keys, values) if v) or 'base'
     for column in columns:
-      kind = next((k for k in STUDY_TOLERANCE if k in column), None)
+      kind = _column_kind(column)
       if kind in (None, 'params', 'train_ms_per_step') or column.endswith(('_min', '_max')) \
           or r[column] in ('', None):
         continue
       tolerance = dict(STUDY_TOLERANCE[kind])
       tolerance['abs'] = tolerance.get('abs', 0.0) + (float(r[f'{column}_max'])
                                                       - float(r[f'{column}_min'])) / 2
-      claims.append(Claim(f'{name} {label}: {column}, mean of {r["seeds"]} seeds',
+      claims.append(Claim(f'{name} {_label(keys, values)}: {column}, mean of {r["seeds"]} seeds',
                           f'study_{name}', f'studies/{name}/summary.csv', 'summary.csv',
-                          _study_value(_study_row(keys, values), column), where=where,
-                          **tolerance))
+                          _study_value(_study_row(keys, values), column),
+                          where=f'README, Studies ({name})', **tolerance))
   return claims
 
 

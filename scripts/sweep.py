@@ -475,9 +475,9 @@ def _cell(column: str, value) -> str:
 
 
 def write_results(points: list[Point], rows: list[dict], workdir: str,
-                  bins: list[tuple[int, int]] = ()) -> None:
+                  bins: list[tuple[int, int]] = ()) -> list[str]:
   """DIR/results.csv and DIR/results.md: the swept keys, the metrics (those of extra
-  splits and length bins too), then the rest of RESULT_COLUMNS."""
+  splits and length bins too), then the rest of RESULT_COLUMNS. Returns the columns."""
   extra = [*dict.fromkeys(c for p in points for s in extra_splits(p.workdir)
                           for c in extra_columns(s))]
   metrics = [*METRIC_NAMES, *extra, *(bin_column(lo, hi) for lo, hi in bins)]
@@ -491,6 +491,7 @@ def write_results(points: list[Point], rows: list[dict], workdir: str,
   lines += ['| ' + ' | '.join(_cell(c, row.get(c)) for c in columns) + ' |' for row in rows]
   with open(os.path.join(workdir, 'results.md'), 'w') as f:
     f.write('\n'.join(lines) + '\n')
+  return columns
 
 
 def write_machine(points: list[Point], workdir: str) -> None:
@@ -528,7 +529,8 @@ def summarize(points: list[Point], rows: list[dict], columns: list[str]) -> tupl
   """summary.csv's columns and rows: a row per setting (the swept keys but `seed`), the
   number of seeds done, and for each metric column of `columns` its mean, _min and _max
   over them (parameters once: they do not depend on the seed)."""
-  keys = [c for c in columns if c in {k for p in points for k in p.overrides} and c != SEED_KEY]
+  swept = {k for p in points for k in p.overrides} - {SEED_KEY}
+  keys = [c for c in columns if c in swept]
   metrics = [c for c in columns[columns.index(METRIC_NAMES[0]):] if c not in ('wall_s', 'status', 'error')]
   out_columns = [*keys, 'seeds']
   for c in metrics:
@@ -548,10 +550,9 @@ def summarize(points: list[Point], rows: list[dict], columns: list[str]) -> tupl
   return out_columns, out_rows
 
 
-def write_summary(points: list[Point], rows: list[dict], workdir: str) -> None:
-  """DIR/summary.csv (mean, min, max as columns) and DIR/summary.md ('mean (min-max)')."""
-  with open(os.path.join(workdir, 'results.csv'), newline='') as f:
-    columns = next(csv.reader(f))
+def write_summary(points: list[Point], rows: list[dict], columns: list[str], workdir: str) -> None:
+  """DIR/summary.csv (mean, min, max as columns) and DIR/summary.md ('mean (min-max)'),
+  from the rows of results.csv and its `columns`."""
   out_columns, out_rows = summarize(points, rows, columns)
   with open(os.path.join(workdir, 'summary.csv'), 'w', newline='') as f:
     writer = csv.DictWriter(f, out_columns)
@@ -662,12 +663,15 @@ def write_curves(points: list[Point], workdir: str) -> str | None:
   import matplotlib.pyplot as plt
   groups = settings(points, [{}] * len(points))
   fig, ax = plt.subplots(figsize=(7, 4.5 + 0.22 * len(groups)))
+  repeated = seeds_swept(points)
   for i, (setting, group) in enumerate(groups):
     drawn = [curves[p.name] for p, _ in group if p.name in curves]
-    for j, pairs in enumerate(drawn):
+    label = point_name(setting)
+    if repeated and len(drawn) > 1:
+      label += f' ({len(drawn)} seeds)'
+    for j, pairs in enumerate(drawn):   # one legend entry per setting
       ax.plot([s for s, _ in pairs], [l for _, l in pairs], color=f'C{i % 10}', lw=1,
-              label=(point_name(setting) if len(drawn) == 1 or not seeds_swept(points)
-                     else f'{point_name(setting)} ({len(drawn)} seeds)') if j == 0 else None)
+              label=label if j == 0 else None)
   ax.set_xlabel('step')
   ax.set_ylabel('training loss (label-smoothed)')
   ax.set_yscale('log')
@@ -698,11 +702,11 @@ def main():
   parallel = _PARALLEL.value or max(1, min(len(available_cpus()), to_run))
   run_points(points, parallel)
   rows = [result_row(p, bins) for p in points]
-  write_results(points, rows, _WORKDIR.value, bins)
+  columns = write_results(points, rows, _WORKDIR.value, bins)
   write_machine(points, _WORKDIR.value)
   print(f'results: {os.path.join(_WORKDIR.value, "results.md")}')
   if seeds_swept(points):
-    write_summary(points, rows, _WORKDIR.value)
+    write_summary(points, rows, columns, _WORKDIR.value)
     print(f'mean over seeds: {os.path.join(_WORKDIR.value, "summary.md")}')
   pngs = [plot(points, rows, _METRIC.value, os.path.join(_WORKDIR.value, 'results.png'))]
   if bins:

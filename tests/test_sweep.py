@@ -261,8 +261,8 @@ def row(p, em, status='done'):
 points = [point('sinusoidal', s) for s in (0, 1, 2)] + [point('rope', s) for s in (0, 1)]
 rows = [row(points[0], 60.0), row(points[1], 80.0), row(points[2], 0.0, 'failed'),
         row(points[3], 99.0), row(points[4], 100.0)]
-sweep['write_results'](points, rows, workdir, bins)
-sweep['write_summary'](points, rows, workdir)
+columns = sweep['write_results'](points, rows, workdir, bins)
+sweep['write_summary'](points, rows, columns, workdir)
 print(json.dumps([sweep['plot'](points, rows, 'test_exact_match', f'{workdir}/results.png'),
                   sweep['plot_by_length'](points, rows, bins, f'{workdir}/by_length.png')]))
 '''
