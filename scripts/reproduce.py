@@ -587,7 +587,9 @@ def _other_recordings(claim: Claim, here: dict | None):
 
 def for_machine(recorded_path: str, produced_machine: dict | None) -> str:
   """Where the recording from a machine of another kind lives: x/bench.json is the first
-  recording; x/bench.avx2.json the same job recorded on an AVX2 machine (attention.machine).
+  recording, x/bench.avx2.json the same job recorded on an AVX2 machine (attention.machine);
+  a study is one directory described by its machine.json, so studies/s/results.csv from
+  an AVX2 machine lives in studies/s/avx2/results.csv.
   """
   if not produced_machine or 'isa' not in produced_machine or not os.path.exists(recorded_path):
     return recorded_path
@@ -597,8 +599,15 @@ def for_machine(recorded_path: str, produced_machine: dict | None) -> str:
     return recorded_path
   if machine.same_kind(first, produced_machine) is None:
     return recorded_path
+  return _variant(recorded_path, produced_machine['isa'])
+
+
+def _variant(recorded_path: str, isa: str) -> str:
+  if os.path.relpath(recorded_path, RESULTS).split(os.sep)[0] == 'studies':
+    directory, name = os.path.split(recorded_path)
+    return os.path.join(directory, isa, name)
   stem, ext = os.path.splitext(recorded_path)
-  return f"{stem}.{produced_machine['isa']}{ext}"
+  return f'{stem}.{isa}{ext}'
 
 
 def _tolerance_text(claim: Claim) -> str:
@@ -621,26 +630,30 @@ def table(results: list[dict]) -> str:
 
 
 def record(job: Job, workdir: str) -> None:
-  # Never over a recording from another kind of machine, for jobs whose JSON names its
-  # machine: when that JSON goes to x/bench.avx2.json, the job's table and plot go to
-  # x/bench.avx2.md and .png. (A study's machine is in its machine.json: not handled.)
-  suffix = ''
+  """Copies the job's files into results/, never over a recording from another kind of
+  machine: the first of its files that names a machine (a benchmark JSON's `machine`, a
+  study's machine.json beside its results.csv) decides where all of them go
+  (for_machine), so a JSON, its table and its plot, or a study's files, stay together."""
+  isa = None
   for produced, recorded in job.files.items():
     source = os.path.join(workdir, job.name, produced)
-    if source.endswith('.json') and os.path.exists(source):
-      try:
-        target = os.path.join(RESULTS, recorded)
-        moved = for_machine(target, _machine(source, load(source)))
-      except ValueError:
-        continue
-      suffix = os.path.splitext(moved)[0][len(os.path.splitext(target)[0]):]
+    if not source.endswith(('.json', '.csv')) or not os.path.exists(source):
+      continue
+    try:
+      here = _machine(source, load(source))
+    except ValueError:
+      continue
+    if here and 'isa' in here:
+      target = os.path.join(RESULTS, recorded)
+      if for_machine(target, here) != target:
+        isa = here['isa']
       break
   for produced, recorded in job.files.items():
     source = os.path.join(workdir, job.name, produced)
     if not os.path.exists(source):   # a plot the sweep had no data for
       continue
-    stem, ext = os.path.splitext(os.path.join(RESULTS, recorded))
-    target = stem + suffix + ext
+    target = os.path.join(RESULTS, recorded)
+    target = _variant(target, isa) if isa else target
     os.makedirs(os.path.dirname(target), exist_ok=True)
     shutil.copyfile(source, target)
     print(f'recorded {target}')

@@ -177,6 +177,37 @@ def test_study_runs_are_compared_only_between_machines_of_one_kind(tmp_path):
   assert 'flash: val_bleu' in same.stdout
 
 
+def test_record_keeps_a_study_from_another_machine_in_its_own_directory(tmp_path):
+  """--record of a study finished on an AVX2 host, where the first recording is from an
+  AVX-512 one: its files go to studies/kernels/avx2/ and the first recording is left as it
+  was; checking the same run again then compares its step times with the AVX2 recording."""
+  def study(directory, flash_ms, isa):
+    directory.mkdir(parents=True)
+    (directory / 'results.csv').write_text(
+        'model.attention_kernel,val_bleu,params,train_ms_per_step\n'
+        f'reference,50.0,1000,100.0\nflash,51.0,1000,{flash_ms}\n')
+    (directory / 'machine.json').write_text(json.dumps({'isa': isa, 'devices': ['cpu']}))
+    (directory / 'results.md').write_text(f'{isa} table')
+
+  first = tmp_path / 'results' / 'studies' / 'kernels'
+  study(first, 50.0, 'avx512')
+  job = tmp_path / 'w' / 'study_kernels'
+  study(job, 100.0, 'avx2')
+  (job / 'done.json').write_text('{}')
+  args = ['--only=study_kernels', f'--workdir={tmp_path / "w"}',
+          f'--results_dir={tmp_path / "results"}']
+  out = reproduce(*args, '--record')
+  assert out.returncode == 0, out.stdout + out.stderr
+  assert (first / 'results.md').read_text() == 'avx512 table'
+  assert '50.0' in (first / 'results.csv').read_text()
+  for name in ('results.csv', 'machine.json', 'results.md'):
+    assert (first / 'avx2' / name).read_text() == (job / name).read_text(), name
+
+  again = reproduce(*args)
+  assert again.returncode == 0, again.stdout + again.stderr
+  assert '5 passed, 0 failed, 0 not comparable' in again.stdout, again.stdout
+
+
 def test_seed_means_are_compared_on_any_machine_within_the_seeds_range(tmp_path):
   """With seeds swept, summary.csv's means are compared whatever the machine, within the
   column's tolerance (2 BLEU) plus half the range the recorded seeds spanned (here 6)."""
