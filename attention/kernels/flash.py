@@ -130,20 +130,23 @@ def _block_of(x, i, j, plan: _Plan):
   return x
 
 
-def _scores(plan: _Plan, q_blk, k_blk, i, j, bias, aux, on_diagonal=True):
-  """Masked logits [B, K, G, bq, bkv] (fp32, -inf where not visible) and the dropout keep mask.
+def _scores(plan: _Plan, q_rows, k_blk, i, j, bias, aux, on_diagonal=True):
+  """Masked logits [B, K, G*bq, bkv] (fp32, -inf where not visible) and the dropout keep
+  mask, from q_rows [B, K, G*bq, H] (_flat_rows of the query tile) and k_blk [B, K, bkv, H].
 
   on_diagonal=False: the caller knows the tile lies wholly below the causal diagonal, so
   the causal comparison is skipped (it would be all True).
   """
   q_pos = i * plan.block_q + jnp.arange(plan.block_q)
   kv_pos = j * plan.block_kv + jnp.arange(plan.block_kv)
-  s = _batched_scores(q_blk, k_blk)
+  s = _batched_scores(q_rows, k_blk)
   if plan.score_scale != 1.0:
     s = s * plan.score_scale
-  s = common.add_position_bias(
-      s, q_pos, kv_pos, bias=_block_of(bias, i, j, plan),
-      alibi_slopes=aux['alibi_slopes'], num_kv_heads=plan.dims.num_kv_heads)
+  bias_blk = _block_of(bias, i, j, plan)
+  if bias_blk is not None or aux['alibi_slopes'] is not None:
+    s = s + _as_rows(common.add_position_bias(
+        jnp.zeros((), jnp.float32), q_pos, kv_pos, bias=bias_blk,
+        alibi_slopes=aux['alibi_slopes'], num_kv_heads=plan.dims.num_kv_heads), plan)
   seg_q = aux['q_segment_ids']
   seg_kv = aux['kv_segment_ids']
   allowed = common.visible(
@@ -155,40 +158,52 @@ def _scores(plan: _Plan, q_blk, k_blk, i, j, bias, aux, on_diagonal=True):
           seg_kv, j * plan.block_kv, plan.block_kv, axis=1),
       mask=_block_of(aux['mask'], i, j, plan))
   if allowed is not None:
-    s = jnp.where(allowed, s, -jnp.inf)
+    s = jnp.where(_as_rows(allowed, plan), s, -jnp.inf)
   keep = None
   if plan.dropout_rate > 0.0:
-    keep = dropout_lib.keep_mask(aux['seed'], plan.dropout_rate, plan.dims.num_heads, q_pos,
-                                 kv_pos, plan.dims.batch, plan.dims.num_kv_heads)
+    keep = _as_rows(dropout_lib.keep_mask(
+        aux['seed'], plan.dropout_rate, plan.dims.num_heads, q_pos, kv_pos, plan.dims.batch,
+        plan.dims.num_kv_heads), plan)
   return s, keep
 
 
-def _batched_scores(q_blk, k_blk):
-  """q_blk [B, K, G, bq, H] . k_blk [B, K, bkv, H] -> [B, K, G, bq, bkv] in fp32.
+def _as_rows(x, plan: _Plan):
+  """A mask or bias broadcastable to [B, K, G, bq, bkv] -> broadcastable to the score tile
+  [B, K, G*bq, bkv] (row g*bq + r is query row r of head group g)."""
+  x = jnp.reshape(x, (1,) * (5 - x.ndim) + x.shape)
+  if plan.dims.groups == 1 or x.shape[2:4] == (1, 1):
+    return x[:, :, 0]
+  x = jnp.broadcast_to(x, x.shape[:2] + (plan.dims.groups, plan.block_q) + x.shape[4:])
+  return x.reshape(x.shape[:2] + (-1,) + x.shape[4:])
 
-  Written as one [B*K, G*bq, H] x [B*K, bkv, H] product: from the 5-d einsum XLA's CPU
-  layout assignment gives the product a layout that the element-wise code after it
-  does not take, and inserts a copy of every score tile.
+
+def _batched_scores(q_rows, k_blk):
+  """q_rows [B, K, G*bq, H] . k_blk [B, K, bkv, H] -> [B, K, G*bq, bkv] in fp32.
+
+  Every score tile is 4-d, G and the query rows merged: from a 5-d [B, K, G, bq, bkv]
+  product or view, XLA's CPU layout assignment picks a layout that the element-wise code
+  after it does not take, and writes a copy of every tile. B and K stay separate axes:
+  merging them would make the SPMD partitioner all-gather any tensor sharded on both
+  (data-parallel batch and tensor-parallel heads); XLA merges them after partitioning.
   """
-  s = jnp.einsum('xqh,xch->xqc', _flat_rows(q_blk), _flat_rows(k_blk),
-                 preferred_element_type=jnp.float32)
-  return s.reshape(q_blk.shape[:-1] + k_blk.shape[2:3])
+  return jnp.einsum('bkrh,bkch->bkrc', q_rows, k_blk, preferred_element_type=jnp.float32)
 
 
 def _flat_rows(x):
-  """[B, K, (G,) rows, X] -> [B*K, (G*) rows, X], the layout of the CPU products."""
-  return x.reshape((x.shape[0] * x.shape[1], -1, x.shape[-1]))
+  """[B, K, G, rows, X] -> [B, K, G*rows, X], the layout of the score tiles' rows."""
+  return x.reshape(x.shape[:2] + (-1, x.shape[-1]))
 
 
 def _sum_over_rows(a_t, tile):
-  """sum_r a[.., r, h] tile[.., r, c] -> [B*K, H, bkv], from a_t [B, K, H, (G,) rows] = a^T.
+  """sum_r a[.., r, h] tile[.., r, c] -> [B, K, H, bkv], from a_t [B, K, H, G, rows] = a^T
+  and tile [B, K, G*rows, bkv].
 
   With a^T already in memory this is a plain product for XLA's CPU library dot (YNNPACK);
   contracting the rows of a itself falls back to a slower generic dot, and tile^T a
   would first write a transposed copy of every P and dS tile.
   """
-  return jnp.einsum('xhr,xrc->xhc', a_t.reshape(a_t.shape[0] * a_t.shape[1], a_t.shape[2], -1),
-                    _flat_rows(tile), preferred_element_type=jnp.float32)
+  return jnp.einsum('bkhr,bkrc->bkhc', a_t.reshape(a_t.shape[:3] + (-1,)), tile,
+                    preferred_element_type=jnp.float32)
 
 
 def _dropped(x, keep, plan: _Plan):
@@ -235,30 +250,30 @@ def _q_block_range(plan: _Plan, j, aux):
 def _forward(plan: _Plan, q, k, v, bias, aux):
   """Returns out [B, K, G, Tq_pad, Hv] (dtype of q) and lse [B, K, G, Tq_pad] (fp32)."""
   d = plan.dims
-  acc_shape = (d.batch, d.num_kv_heads, d.groups, plan.block_q)
+  rows_shape = (d.batch, d.num_kv_heads, d.groups * plan.block_q)
 
   def query_block(i):
-    q_blk = lax.dynamic_slice_in_dim(q, i * plan.block_q, plan.block_q, axis=3)
+    q_rows = _flat_rows(lax.dynamic_slice_in_dim(q, i * plan.block_q, plan.block_q, axis=3))
 
     def kv_step(j, carry, on_diagonal):
       m, l, acc = carry
       k_blk = lax.dynamic_slice_in_dim(k, j * plan.block_kv, plan.block_kv, axis=2)
       v_blk = lax.dynamic_slice_in_dim(v, j * plan.block_kv, plan.block_kv, axis=2)
-      s, keep = _scores(plan, q_blk, k_blk, i, j, bias, aux, on_diagonal)
+      s, keep = _scores(plan, q_rows, k_blk, i, j, bias, aux, on_diagonal)
       m_new = jnp.maximum(m, jnp.max(s, axis=-1))
       # Rows with nothing visible yet keep m = -inf; shift by 0 there to avoid inf - inf.
       m_shift = jnp.where(jnp.isfinite(m_new), m_new, 0.0)
       p = jnp.exp(s - m_shift[..., None])
       correction = jnp.exp(m - m_shift)
       l = l * correction + jnp.sum(p, axis=-1)
-      pv = jnp.einsum('bkgqc,bkch->bkgqh', _dropped(p, keep, plan).astype(v.dtype), v_blk,
+      pv = jnp.einsum('bkrc,bkch->bkrh', _dropped(p, keep, plan).astype(v.dtype), v_blk,
                       preferred_element_type=jnp.float32)
       return m_new, l, acc * correction[..., None] + pv
 
     # Typed like what the loop computes from these (shard_map: common.full_like_inputs).
-    full = lambda shape, fill: common.full_like_inputs(shape, fill, q_blk, k, v, bias, aux)
-    init = (full(acc_shape, -jnp.inf), full(acc_shape, 0.0),
-            full(acc_shape + (d.value_dim,), 0.0))
+    full = lambda shape, fill: common.full_like_inputs(shape, fill, q_rows, k, v, bias, aux)
+    init = (full(rows_shape, -jnp.inf), full(rows_shape, 0.0),
+            full(rows_shape + (d.value_dim,), 0.0))
     split, hi = _kv_block_range(plan, i, aux)
     carry = lax.fori_loop(0, split, functools.partial(kv_step, on_diagonal=False), init)
     m, l, acc = lax.fori_loop(split, hi, functools.partial(kv_step, on_diagonal=True), carry)
@@ -267,10 +282,12 @@ def _forward(plan: _Plan, q, k, v, bias, aux):
     return out.astype(q.dtype), lse
 
   out, lse = lax.map(query_block, jnp.arange(plan.num_q_blocks))
-  # [nq, B, K, G, bq, ...] -> [B, K, G, nq * bq, ...]
-  out = jnp.moveaxis(out, 0, 3).reshape(acc_shape[:3] + (plan.q_padded, d.value_dim))
-  lse = jnp.moveaxis(lse, 0, 3).reshape(acc_shape[:3] + (plan.q_padded,))
-  return out, lse
+  # [nq, B, K, G * bq, ...] -> [B, K, G, nq * bq, ...]
+  grouped = (plan.num_q_blocks, d.batch, d.num_kv_heads, d.groups, plan.block_q)
+  out = jnp.moveaxis(out.reshape(grouped + (d.value_dim,)), 0, 3)
+  lse = jnp.moveaxis(lse.reshape(grouped), 0, 3)
+  return (out.reshape(rows_shape[:2] + (d.groups, plan.q_padded, d.value_dim)),
+          lse.reshape(rows_shape[:2] + (d.groups, plan.q_padded)))
 
 
 def _backward(plan: _Plan, q, k, v, bias, aux, out, lse, d_out):
@@ -281,7 +298,7 @@ def _backward(plan: _Plan, q, k, v, bias, aux, out, lse, d_out):
   zeros = lambda shape: common.full_like_inputs(shape, 0.0, q, k, v, bias, aux, out, lse, d_out)
   dq0 = zeros(q.shape)
   dbias0 = None if bias is None else zeros(bias.shape)
-  kv_shape = (d.batch, d.num_kv_heads, plan.block_kv)
+  bk = (d.batch, d.num_kv_heads)
   # [B, K, H, G, Tq]: row blocks of q^T and dO^T for the dK and dV products (_sum_over_rows).
   q_t, d_out_t = (jnp.moveaxis(x, -1, 2) for x in (q, d_out))
 
@@ -294,17 +311,18 @@ def _backward(plan: _Plan, q, k, v, bias, aux, out, lse, d_out):
       dkT_j, dvT_j, dq, dbias = c
       rows = functools.partial(lax.dynamic_slice_in_dim, start_index=i * plan.block_q,
                                slice_size=plan.block_q, axis=3)
-      q_blk, do_blk, lse_blk, delta_blk = rows(q), rows(d_out), rows(lse), rows(delta)
+      q_blk = rows(q)
+      q_rows, do_rows = _flat_rows(q_blk), _flat_rows(rows(d_out))
+      lse_rows, delta_rows = (rows(x).reshape(q_rows.shape[:3]) for x in (lse, delta))
       q_t_blk, do_t_blk = (lax.dynamic_slice_in_dim(x, i * plan.block_q, plan.block_q, axis=4)
                            for x in (q_t, d_out_t))
-      s, keep = _scores(plan, q_blk, k_blk, i, j, bias, aux, on_diagonal)
-      p = jnp.exp(s - lse_blk[..., None])
-      dvT_j += _sum_over_rows(do_t_blk, _dropped(p, keep, plan).astype(do_blk.dtype))
-      dp = _batched_scores(do_blk, v_blk)
-      ds = p * (_dropped(dp, keep, plan) - delta_blk[..., None])
+      s, keep = _scores(plan, q_rows, k_blk, i, j, bias, aux, on_diagonal)
+      p = jnp.exp(s - lse_rows[..., None])
+      dvT_j += _sum_over_rows(do_t_blk, _dropped(p, keep, plan).astype(do_rows.dtype))
+      dp = _batched_scores(do_rows, v_blk)
+      ds = p * (_dropped(dp, keep, plan) - delta_rows[..., None])
       ds_in = ds.astype(q.dtype)
-      dq_blk = jnp.einsum('xrc,xch->xrh', _flat_rows(ds_in), _flat_rows(k_blk),
-                          preferred_element_type=jnp.float32)
+      dq_blk = jnp.einsum('bkrc,bkch->bkrh', ds_in, k_blk, preferred_element_type=jnp.float32)
       dk_blk = _sum_over_rows(q_t_blk, ds_in)
       if plan.score_scale != 1.0:
         dq_blk, dk_blk = dq_blk * plan.score_scale, dk_blk * plan.score_scale
@@ -312,18 +330,16 @@ def _backward(plan: _Plan, q, k, v, bias, aux, out, lse, d_out):
                                            i * plan.block_q, axis=3)
       dkT_j += dk_blk
       if dbias is not None:
-        dbias = _accumulate_bias_grad(dbias, ds, i, j, plan)
+        dbias = _accumulate_bias_grad(dbias, ds.reshape(q_blk.shape[:4] + (-1,)), i, j, plan)
       return dkT_j, dvT_j, dq, dbias
 
     lo, split, hi = _q_block_range(plan, j, aux)
-    bk = d.batch * d.num_kv_heads
-    init = (zeros((bk, d.head_dim, plan.block_kv)), zeros((bk, d.value_dim, plan.block_kv)),
+    init = (zeros(bk + (d.head_dim, plan.block_kv)), zeros(bk + (d.value_dim, plan.block_kv)),
             dq, dbias)
     carry = lax.fori_loop(lo, split, functools.partial(q_step, on_diagonal=True), init)
     dkT_j, dvT_j, dq, dbias = lax.fori_loop(
         split, hi, functools.partial(q_step, on_diagonal=False), carry)
-    untranspose = lambda x: jnp.swapaxes(x, 1, 2).reshape(kv_shape + x.shape[1:2])
-    return (dq, dbias), (untranspose(dkT_j), untranspose(dvT_j))
+    return (dq, dbias), (jnp.swapaxes(dkT_j, 2, 3), jnp.swapaxes(dvT_j, 2, 3))
 
   (dq, dbias), (dk, dv) = lax.scan(kv_block, (dq0, dbias0), jnp.arange(plan.num_kv_blocks))
   # [nk, B, K, bkv, ...] -> [B, K, nk * bkv, ...]
