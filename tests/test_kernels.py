@@ -277,8 +277,9 @@ print(json.dumps(report))
 def test_kernels_partition_over_batch_and_heads_without_communication():
   """Data-parallel batch and tensor-parallel heads (GQA: 4 query heads over 2 key/value
   heads): attention is independent per row and per head, so the partitioned program must
-  need no collective beyond loop bounds, and give the unsharded result. (flash once merged the batch and
-  head axes into one for its products, and the partitioner then all-gathered them.)"""
+  need no collective beyond loop bounds, and give the unsharded result. (flash once
+  merged the batch and head axes into one for its products, and the partitioner then
+  all-gathered them.)"""
   seed = int(os.environ.get('ATTENTION_TEST_SEED', secrets.randbits(32)))
   out = subprocess.run([sys.executable, '-c', _PARTITIONED, str(seed)], capture_output=True,
                        text=True, cwd=e2e.ROOT, env=e2e.environment(devices=4), timeout=600)

@@ -21,9 +21,9 @@ def test_list_names_every_job_and_runs_nothing(tmp_path):
   assert out.returncode == 0, out.stderr
   for job in ('kernels_quick (quick)', 'kernels_memory (quick)', 'train_default',
               'train_copy_tiny (quick)', 'study_positional', 'study_attention_vs_recurrence',
-              'study_kernels', 'study_table3'):
+              'study_kernels', 'study_table3', 'model_vs_flax_wmt'):
     assert job in out.stdout, job
-  assert 'not checked: BENCHMARKS, Model throughput' in out.stdout
+  assert 'not checked: BENCHMARKS, 8-GPU scaling' in out.stdout
   assert not (tmp_path / 'w').exists()
 
 
