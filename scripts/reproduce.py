@@ -187,7 +187,7 @@ JOBS = [
                                '--config=configs/default.py:model=small',
                                '--config.model.positional=sinusoidal', '--flax_wmt={out}/flax_wmt',
                                '--fetch', '--json={out}/bench.json'),),
-        {'bench.json': 'bench_model/flax_wmt.json'}, minutes=12),
+        {'bench.json': 'bench_model/flax_wmt.json'}, minutes=8),
     Job('sweep_use', ((PY, 'scripts/bench_sweep.py', '--workdir={out}/scratch',
                        '--json={out}/bench.json'),),
         {'bench.json': 'bench_sweep/bench.json'}, minutes=4),
@@ -258,7 +258,7 @@ CLAIMS = [
           lambda d: d['params'], where='BENCHMARKS, Model throughput'),
     *[Claim(f'model small, ours ({kernel}) / Flax WMT example: {what}', 'model_vs_flax_wmt',
             FLAX_WMT, 'bench.json', lambda d, k=kernel, key=key: d['x_vs_flax'][f'ours_{k}'][key],
-            rel=0.2, where='BENCHMARKS, Model throughput', same_machine=True)
+            rel=0.3, where='BENCHMARKS, Model throughput', same_machine=True)
       for kernel in ('flash', 'xla')
       for what, key in (('train tokens/s', 'train_tokens_per_s'),
                         ('beam sentences/s', 'beam_sentences_per_s'))],
