@@ -79,6 +79,8 @@ def jax_fn(name: str, causal: bool):
 
   A '+causal' suffix forces causal attention, so that a non-causal point can time the
   causal variant side by side (e.g. --candidates=flash,flash+causal --causal=false).
+  'flash:BQxBK' sets flash's tiles, 'flash:BQxBK/BQxBK' those of the forward and of the
+  backward pass (e.g. --candidates=flash:512x512,flash:512x512/1024x1024).
   An '@heads' suffix runs the candidate with its heads split over the local devices, one
   head at a time on each (attention/kernels/head_parallel.py); its inputs are placed with
   input_sharding(name).
@@ -88,8 +90,10 @@ def jax_fn(name: str, causal: bool):
   if name.endswith('+causal'):
     return jax_fn(name[:-len('+causal')], True)
   if name.startswith('flash:'):
-    bq, bk = (int(x) for x in name.split(':')[1].split('x'))
-    return functools.partial(kernels.get('flash'), is_causal=causal, block_q=bq, block_kv=bk)
+    tiles = [[int(x) for x in t.split('x')] for t in name.split(':')[1].split('/')]
+    bwd = dict(zip(('bwd_block_q', 'bwd_block_kv'), tiles[1])) if len(tiles) > 1 else {}
+    return functools.partial(kernels.get('flash'), is_causal=causal, block_q=tiles[0][0],
+                             block_kv=tiles[0][1], **bwd)
   if name in kernels.names():
     return functools.partial(kernels.get(name), is_causal=causal)
   if name == 'jax.nn':

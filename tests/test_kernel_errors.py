@@ -32,6 +32,7 @@ BAD = [
     ('linear', (Q, K, V), {'is_causal': True}, r'causal form needs q_len == kv_len'),
     ('local', (Q, K, V), {'mask': jnp.ones((1, 1, 5, 7), bool)}, r'local: `mask` is not supported'),
     ('local', (Q, K, V), {'window_size': -1}, r'window_size must be >= 0'),
+    ('flash', (Q, K, V), {'bwd_block_kv': 0}, r'flash: bwd_block_kv must be positive, got 0'),
     ('xla', (Q, K, jnp.zeros((2, 7, 2, 4))), {}, r'value head_dim == key head_dim'),
 ]
 

@@ -65,10 +65,11 @@ CASES = {
     'value_dim_differs': (2, 19, 22, 2, 2, 16, 24, {'is_causal': True}),
 }
 
-# Small tiles, so that every case crosses several block boundaries with ragged ends.
+# Small tiles, so that every case crosses several block boundaries with ragged ends; the
+# backward pass tiled otherwise than the forward (flash_defaults: both the same).
 KERNEL_OPTIONS = {
     'reference': {},
-    'flash': {'block_q': 8, 'block_kv': 16},
+    'flash': {'block_q': 8, 'block_kv': 16, 'bwd_block_q': 16, 'bwd_block_kv': 8},
     'flash_defaults': {},
     'xla': {},
 }

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -46,6 +47,7 @@ class _Plan:
   score_scale: float   # 1.0 when q was scaled before the loops (fp32/fp64 inputs)
   is_causal: bool
   dropout_rate: float
+  bwd_blocks: tuple[int, int]   # (block_q, block_kv) of the backward pass
 
   @property
   def q_padded(self) -> int:
@@ -55,15 +57,25 @@ class _Plan:
   def kv_padded(self) -> int:
     return self.num_kv_blocks * self.block_kv
 
+  def backward(self) -> _Plan:
+    """The plan of the backward pass: its own tiles over the same padded lengths (the
+    backward recomputes every tile from the saved lse, so any tiling is exact)."""
+    bq, bkv = self.bwd_blocks
+    return dataclasses.replace(self, block_q=bq, block_kv=bkv,
+                               num_q_blocks=self.q_padded // bq,
+                               num_kv_blocks=self.kv_padded // bkv)
+
 
 def flash_attention(query, key, value, *, mask=None, bias=None, is_causal=False, scale=None,
                     q_segment_ids=None, kv_segment_ids=None, q_lengths=None, kv_lengths=None,
                     alibi_slopes=None, dropout_rate=0.0, dropout_rng=None, block_q=None,
-                    block_kv=None):
+                    block_kv=None, bwd_block_q=None, bwd_block_kv=None):
   """Exact attention in O(length) memory; output [B, Tq, N, Hv] in the dtype of `query`.
 
-  block_q, block_kv: tile sizes (default: DEFAULT_BLOCKS for the current backend);
-  any sequence length works, the last tile is padded.
+  block_q, block_kv: tile sizes of the forward pass (default: DEFAULT_BLOCKS for the
+  current backend); bwd_block_q, bwd_block_kv: of the backward pass (default: the
+  forward's). Any sequence length works: lengths are padded to a multiple of both
+  passes' tiles, so pick sizes that divide one another (powers of two).
   """
   dims = common.check_inputs(
       query, key, value, mask=mask, bias=bias, scale=scale, q_segment_ids=q_segment_ids,
@@ -71,10 +83,16 @@ def flash_attention(query, key, value, *, mask=None, bias=None, is_causal=False,
       alibi_slopes=alibi_slopes, dropout_rate=dropout_rate, dropout_rng=dropout_rng,
       kernel='flash')
   default_q, default_kv = DEFAULT_BLOCKS.get(jax.default_backend(), DEFAULT_BLOCKS['gpu'])
+  for name, size in (('block_q', block_q), ('block_kv', block_kv), ('bwd_block_q', bwd_block_q),
+                     ('bwd_block_kv', bwd_block_kv)):
+    if size is not None and size <= 0:
+      raise ValueError(f'flash: {name} must be positive, got {size}')
   block_q = min(block_q or default_q, dims.q_len)
   block_kv = min(block_kv or default_kv, dims.kv_len)
-  if block_q <= 0 or block_kv <= 0:
-    raise ValueError(f'flash: block sizes must be positive, got {block_q}, {block_kv}')
+  # A backward tile longer than the forward's padded length would only add padding.
+  bwd_q = min(bwd_block_q or block_q, -(-dims.q_len // block_q) * block_q)
+  bwd_kv = min(bwd_block_kv or block_kv, -(-dims.kv_len // block_kv) * block_kv)
+  q_unit, kv_unit = math.lcm(block_q, bwd_q), math.lcm(block_kv, bwd_kv)
   scale = common.default_scale(scale, dims.head_dim)
   # Scaling q once (O(Tq H)) rather than every score tile (O(Tq Tk)): in the forward loop
   # the scaled tile feeds both the row max and the exp, so XLA writes it out as one more
@@ -82,8 +100,9 @@ def flash_attention(query, key, value, *, mask=None, bias=None, is_causal=False,
   # bf16/fp16 inputs keep the scale on the fp32 scores instead: rounding (or, in fp16,
   # overflowing) scale * q in the input dtype would add an error the scores never had.
   prescale = jnp.dtype(query.dtype).itemsize >= 4
-  plan = _Plan(dims, block_q, block_kv, -(-dims.q_len // block_q), -(-dims.kv_len // block_kv),
-               1.0 if prescale else scale, bool(is_causal), float(dropout_rate))
+  plan = _Plan(dims, block_q, block_kv, -(-dims.q_len // q_unit) * (q_unit // block_q),
+               -(-dims.kv_len // kv_unit) * (kv_unit // block_kv), 1.0 if prescale else scale,
+               bool(is_causal), float(dropout_rate), (bwd_q, bwd_kv))
   pad_q = plan.q_padded - dims.q_len
   pad_kv = plan.kv_padded - dims.kv_len
 
@@ -371,7 +390,7 @@ def _flash_fwd(plan, q, k, v, bias, aux):
 
 def _flash_bwd(plan, residuals, d_out):
   q, k, v, bias, aux, out, lse = residuals
-  dq, dk, dv, dbias = _backward(plan, q, k, v, bias, aux, out, lse, d_out)
+  dq, dk, dv, dbias = _backward(plan.backward(), q, k, v, bias, aux, out, lse, d_out)
   return dq, dk, dv, dbias, jax.tree_util.tree_map(_zero_cotangent, aux)
 
 
