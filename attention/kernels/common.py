@@ -239,5 +239,7 @@ def full_like_inputs(shape, fill, *inputs, dtype=jnp.float32) -> Array:
   """
   out = jnp.full(shape, fill, dtype)
   for x in jax.tree_util.tree_leaves(inputs):
-    out = out + jax.lax.full_like(x, 0, dtype, shape)
+    # Of the same shape: zeros_like keeps x's sharding too (explicit-sharding meshes).
+    out = out + (jnp.zeros_like(x, dtype) if x.shape == tuple(shape)
+                 else jax.lax.full_like(x, 0, dtype, shape))
   return out

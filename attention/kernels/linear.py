@@ -122,8 +122,11 @@ def _causal(query, key, value, chunk, phi_q, phi_k, normalize, lengths):
 
   b, _, kh, h = key.shape
   inputs = (query, key, value, lengths)   # what the carry is computed from (shard_map typing)
-  state = (common.full_like_inputs((b, kh, h, value.shape[-1]), 0.0, *inputs),
-           common.full_like_inputs((b, kh, h), 0.0, *inputs))
+  # Split over B and K as the key is (explicit-sharding meshes): else the carry's type is
+  # replicated, and every step all-gathers the sums it computes.
+  zeros_BKH = jnp.zeros_like(key[:, 0], jnp.float32)
+  state = (common.full_like_inputs((b, kh, h, value.shape[-1]), 0.0, *inputs)
+           + zeros_BKH[..., None], common.full_like_inputs((b, kh, h), 0.0, *inputs) + zeros_BKH)
   q_blocks, k_blocks, v_blocks = (_to_blocks(x, chunk) for x in (query, key, value))
   pos = jnp.arange(q_blocks.shape[0] * chunk).reshape(-1, chunk)   # [n, C]
   _, out = jax.lax.scan(step, state, (q_blocks, k_blocks, v_blocks, pos))

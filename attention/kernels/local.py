@@ -45,6 +45,9 @@ def local_attention(query, key, value, *, mask=None, bias=None, is_causal=False,
   scale = common.default_scale(scale, dims.head_dim)
 
   q = jnp.pad(query, [(0, 0), (0, nq * bq - dims.q_len), (0, 0), (0, 0)])
+  # One axis split per reshape: JAX's explicit sharding infers each (heads split on the
+  # model axis stay split on K), not both at once.
+  q = q.reshape(dims.batch, nq * bq, dims.num_kv_heads, dims.groups, dims.head_dim)
   q = q.reshape(dims.batch, nq, bq, dims.num_kv_heads, dims.groups, dims.head_dim)
   # Key slab of block i covers key positions i * bq - left + [0, span).
   kv_pos = jnp.arange(nq)[:, None] * bq - left + jnp.arange(span)[None, :]   # [nq, span]
@@ -80,5 +83,6 @@ def local_attention(query, key, value, *, mask=None, bias=None, is_causal=False,
   seg_axes = (None, None) if q_seg is None else (1, 1)
   out = jax.vmap(block, in_axes=(1, 1, 1, 0, 0) + seg_axes, out_axes=1)(
       q, k_slabs, v_slabs, q_pos, kv_pos, q_seg, kv_seg)
+  out = out.reshape(dims.batch, nq * bq, dims.num_kv_heads, dims.groups, dims.value_dim)
   out = out.reshape(dims.batch, nq * bq, dims.num_heads, dims.value_dim)[:, :dims.q_len]
   return out.astype(query.dtype)
