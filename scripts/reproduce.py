@@ -169,6 +169,12 @@ JOBS = [
                                 '--kernel=flash',
                                 '--lengths=4096', '--repeats=5', '--json={out}/ab.json'),),
         {'ab.json': 'ab_kernel/flash_81839eb.json'}, minutes=3),
+    # linear before and after commit 938a485 (causal scan, head-major non-causal form).
+    Job('kernels_ab_linear_938a485', ((PY, 'scripts/ab_kernel.py', '--rev=938a485~1',
+                                       '--against=938a485', '--kernel=linear',
+                                       '--lengths=4096,16384', '--repeats=5',
+                                       '--json={out}/ab.json'),),
+        {'ab.json': 'ab_kernel/linear_938a485.json'}, minutes=4),
     Job('kernels_full', (_bench('{out}', '--repeats=5'),),
         {f'bench.{ext}': f'bench_attention/bench.{ext}' for ext in ('json', 'md', 'png')},
         minutes=20, needs=('torch',)),
@@ -247,6 +253,12 @@ CLAIMS = [
                                               if (r['pass'], r['causal']) == k),
             abs=0.1, where="BENCHMARKS, Where flash's time goes", same_machine=True)
       for pass_ in ('fwd', 'fwd_bwd') for causal in (False, True)],
+    *[Claim(f"linear {pass_} {length}{' causal' if causal else ''}: 938a485 / its parent, "
+            'speed-up', 'kernels_ab_linear_938a485', 'ab_kernel/linear_938a485.json', 'ab.json',
+            lambda d, k=(pass_, causal, length): next(
+                r['speedup'] for r in d['rows'] if (r['pass'], r['causal'], r['length']) == k),
+            rel=0.3, where='BENCHMARKS, Local and linear growth', same_machine=True)
+      for pass_ in ('fwd', 'fwd_bwd') for causal in (False, True) for length in (4096, 16384)],
     *[Claim(f'{name} fwd+bwd 16384: peak RSS (MiB)', 'kernels_rss', RSS, 'bench.json',
             lambda d, n=name: field(row(n, 16384, False, 'fwd_bwd'), 'peak_rss_bytes')(d) / 2**20,
             rel=0.15, where='BENCHMARKS, Peak memory at 16384')
