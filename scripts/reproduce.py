@@ -466,10 +466,10 @@ UNCHECKED = [
      'train_copy_tiny and train_reverse_tiny jobs'),
     ('README and BENCHMARKS: wall times of whole commands', 'absolute seconds on a VM whose '
      'speed drifts up to 2x; only same-run ratios are compared'),
-    ('BENCHMARKS, "Local and linear growth": the A/B of the linear rewrite, the 32 MiB copy, '
-     'the two earlier growth runs', 'measurements made while changing the kernel (old and new '
-     'code side by side in one process); the old code is gone, the recorded growth run is '
-     'the checked kernels_growth job'),
+    ('BENCHMARKS, "Local and linear growth": the first (exploratory) A/B of the linear '
+     'rewrite, the 32 MiB copy, the two earlier growth runs', 'measurements made while '
+     'changing the kernel; the rewrite\'s A/B is the checked kernels_ab_linear_938a485 job, '
+     'the recorded growth run the checked kernels_growth job'),
     ('BENCHMARKS, Targets: the Zen 3 XLA CPU options and the first Zen 3 tile sweep',
      'single exploratory runs that found nothing to change; the kernels_tune job, recorded on '
      'Zen 3 too (tune.avx2.json), is the checked sweep'),
