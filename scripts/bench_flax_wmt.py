@@ -38,7 +38,6 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import time
 
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
@@ -54,7 +53,7 @@ from ml_collections import config_flags  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from attention import decoding, kernels, machine, models  # noqa: E402
-from attention.tokens import BOS_ID, NUM_SPECIAL  # noqa: E402
+from attention.benchmark_inputs import median_seconds, random_pairs, random_tokens  # noqa: E402
 from attention.training import optimizer, step as step_lib  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -109,10 +108,6 @@ def load_example(directory: str):
     spec.loader.exec_module(module)
     loaded.append(module)
   return loaded
-
-
-def random_tokens(rng, shape, vocab):
-  return jnp.asarray(rng.integers(NUM_SPECIAL, vocab, shape), jnp.int32)
 
 
 class Ours:
@@ -237,16 +232,6 @@ def table(medians: dict, x_vs_flax: dict) -> str:
   return '\n'.join(lines)
 
 
-def median_seconds(fn, repeats: int) -> float:
-  jax.block_until_ready(fn())   # compiles in the first round
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
@@ -281,9 +266,7 @@ def main(argv):
 
   rng = np.random.default_rng(0)
   b, t, vocab = _BATCH.value, _LENGTH.value, config.model.vocab_size
-  tgt = random_tokens(rng, (b, t), vocab)
-  batch = {'src': random_tokens(rng, (b, t), vocab), 'tgt_out': tgt,
-           'tgt_in': jnp.concatenate([jnp.full((b, 1), BOS_ID, jnp.int32), tgt[:, :-1]], 1)}
+  batch = random_pairs(rng, b, t, vocab)
   src = random_tokens(rng, (_DECODE_BATCH.value, t), vocab)
   candidates = {FLAX: FlaxExample(config, wmt_models, wmt_decode, batch, src)}
   for kernel in _KERNELS.value:

@@ -27,7 +27,6 @@ import time
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from flax import nnx  # noqa: E402
@@ -36,7 +35,7 @@ from ml_collections import config_flags  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from attention import decoding, machine, models  # noqa: E402
-from attention.tokens import BOS_ID, NUM_SPECIAL  # noqa: E402
+from attention.benchmark_inputs import median_seconds, random_pairs, random_tokens  # noqa: E402
 from attention.training import optimizer, sharding, step as step_lib  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/default.py:model=small',
@@ -53,16 +52,6 @@ _SKIP = flags.DEFINE_list('skip', [], 'Measurements to skip: train, greedy, unca
 _MESHES = flags.DEFINE_list('meshes', [], 'Device meshes DATAxMODEL to time the train step '
                             'on, alternated (e.g. 1x1,8x1,4x2); empty: the default device.')
 _JSON = flags.DEFINE_bool('json', False, 'Print one JSON object (else a readable summary).')
-
-
-def median_seconds(fn, repeats: int) -> float:
-  jax.block_until_ready(fn())  # warm-up: compiles
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
 
 
 def time_meshes(graphdef, rest, tx, config, params, batch) -> dict:
@@ -90,10 +79,6 @@ def time_meshes(graphdef, rest, tx, config, params, batch) -> dict:
   return {name: statistics.median(t) for name, t in times.items()}
 
 
-def random_tokens(rng, shape, vocab):
-  return jnp.asarray(rng.integers(NUM_SPECIAL, vocab, shape), jnp.int32)
-
-
 def main(argv):
   del argv
   config = _CONFIG.value
@@ -116,9 +101,7 @@ def main(argv):
     train_step = step_lib.make_train_step(graphdef, rest, tx,
                                           label_smoothing=config.train.label_smoothing)
     b, t = _BATCH.value, _LENGTH.value
-    tgt = random_tokens(rng, (b, t), cfg.vocab_size)
-    batch = {'src': random_tokens(rng, (b, t), cfg.vocab_size), 'tgt_out': tgt,
-             'tgt_in': jnp.concatenate([jnp.full((b, 1), BOS_ID, jnp.int32), tgt[:, :-1]], 1)}
+    batch = random_pairs(rng, b, t, cfg.vocab_size)
     holder = [step_lib.create_train_state(params, tx, config.seed)]
 
     def one_step():
