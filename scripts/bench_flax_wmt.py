@@ -284,9 +284,11 @@ def main(argv):
       print(f'round {round_} {name:>12}: ' + ', '.join(
           f'{k} {v:,.1f}' for k, v in row.items() if k.endswith('_per_s')), flush=True)
 
-  medians = {name: {key: statistics.median(r[key] for r in rounds if r['candidate'] == name)
-                    for key in rounds[i] if key.endswith('_per_s')}
-             for i, name in enumerate(candidates)}
+  medians = {}
+  for name in candidates:
+    own = [r for r in rounds if r['candidate'] == name]
+    medians[name] = {key: statistics.median(r[key] for r in own)
+                     for key in own[0] if key.endswith('_per_s')}
   for m in medians.values():
     if 'uncached_greedy_sentences_per_s' in m:
       m['cached_over_uncached'] = m['greedy_sentences_per_s'] / m['uncached_greedy_sentences_per_s']
