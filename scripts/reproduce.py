@@ -32,8 +32,8 @@ DIR/<job>/done.json exists is not run again (--rerun empties its directory and r
 from scratch); an interrupted one resumes (sweeps skip their finished points, train.py
 continues from its checkpoint). A job that needs an
 optional package (PyTorch for the peer columns: pip install -e '.[bench]') is skipped
-with a note when it is missing; numbers that no command here can regenerate (the Flax WMT
-example, run outside the repository) are listed as such, not checked.
+with a note when it is missing. Each job's wall time is shown beside its claims, this
+run's and the recorded one (results/wall_times.json), never compared.
 
 --record copies what the jobs produced over the recorded files in results/: how a new
 number is recorded (then quote it in README/BENCHMARKS).
@@ -200,6 +200,7 @@ JOBS = [
 ]
 
 FULL, TARGETS = 'bench_attention/bench.json', 'bench_attention_causal/bench.json'
+WALL_TIMES = 'wall_times.json'
 GROWTH, HEADS = 'bench_attention_growth/bench.json', 'bench_attention_heads/bench.json'
 RSS, MESHES = 'bench_attention_rss/bench.json', 'bench_model/meshes_8_forced_cpu_devices.json'
 FLAX_WMT = 'bench_model/flax_wmt.json'
@@ -455,41 +456,14 @@ CLAIMS += (_train_claims('default', ('test', 'test_long')) + _train_claims('copy
            + _train_claims('reverse_tiny', ('test',)))
 
 
-# Not checked: no command of this repository regenerates them.
+# Not checked: statements of README/BENCHMARKS that no job makes. Measurements that no job
+# makes are not quoted there at all: they are kept, dated, in docs/development_log.md.
 UNCHECKED = [
-    ('BENCHMARKS, Model throughput: the first (Zen 5) table', 'run from a script outside the '
-     'repository before bench_flax_wmt.py existed (raw rows: '
-     'results/bench_model/flax_wmt_side_by_side.jsonl); the model_vs_flax_wmt job is checked'),
-    ('BENCHMARKS, 8-GPU scaling', 'a paper estimate, not a measurement'),
-    ('README, Results: "How these were found"', 'exploratory train.py runs (their settings '
-     'are given there) whose outputs were not kept; the chosen settings are the checked '
-     'train_copy_tiny and train_reverse_tiny jobs'),
-    ('README and BENCHMARKS: wall times of whole commands', 'absolute seconds on a VM whose '
-     'speed drifts up to 2x; only same-run ratios are compared'),
-    ('BENCHMARKS, "Local and linear growth": the first (exploratory) A/B of the linear '
-     'rewrite, the 32 MiB copy, the two earlier growth runs', 'measurements made while '
-     'changing the kernel; the rewrite\'s A/B is the checked kernels_ab_linear_938a485 job, '
-     'the recorded growth run the checked kernels_growth job'),
-    ('BENCHMARKS, Targets: the Zen 3 XLA CPU options and the first Zen 3 tile sweep',
-     'single exploratory runs that found nothing to change; the kernels_tune job, recorded on '
-     'Zen 3 too (tune.avx2.json), is the checked sweep'),
-    ('BENCHMARKS, Heads over devices: one head at a time on one device, and independent '
-     'loops in one program', 'exploratory A/B scripts (flash on all heads against lax.map over '
-     'heads, in one process) run while finding the kernels_heads setting; that job is checked'),
-    ('BENCHMARKS, "Local and linear growth": the GLIBC_TUNABLES=glibc.malloc.hugetlb=1 A/B '
-     '(growth and 4096 targets)', 'single exploratory pairs of processes, with the commands '
-     'given there; not a setting of any job'),
-    ("BENCHMARKS, Where flash's time goes: the split of 81839eb into its two steps (1.32x, "
-     '1.11x), the row-sum-in-P.V trial, and the first 3-repeat tile sweep',
-     'exploratory A/B runs made while changing flash (a throwaway script; the intermediate '
-     'code was never committed); the whole change is the checked kernels_ab_81839eb job'),
-    ('BENCHMARKS, CPU tile sizes and Targets: the 7-repeat 256x512/512x512/512x256 sweep and '
-     'the spread table of the evening\'s runs', 'the sweep is an exploratory run of the command '
-     'given there; the spread table quotes recorded files that were since re-recorded '
-     '(git history of results/), besides the checked kernels_targets and kernels_full'),
-    ('README, Install: the suite on Python 3.10/3.11/3.12', 'test runs in fresh venvs, not '
-     'numbers: re-run with make install PYTHON=pythonX.Y VENV=DIR, then DIR/bin/python -m '
-     'pytest -n 2 tests'),
+    ('README, Install: the suite on Python 3.10/3.11/3.12', 'a statement that the test suite '
+     'passed in fresh venvs, not a measurement: re-run with make install PYTHON=pythonX.Y '
+     'VENV=DIR, then DIR/bin/python -m pytest -n 2 tests'),
+    ('docs/development_log.md', 'exploratory runs, superseded recordings and an estimate on '
+     'paper, kept with their dates and commands; not quoted in README or BENCHMARKS'),
 ]
 
 
@@ -550,6 +524,30 @@ def run_job(job: Job, workdir: str) -> str:
   os.makedirs(out, exist_ok=True)
   env = dict(os.environ, **dict(job.env))
   start = time.time()
+  code = _run_commands(job, out, env)
+  # A resumed job's wall time is the sum of its runs, so that it stays the whole job's.
+  wall_s = _add_wall_seconds(out, time.time() - start)
+  if code:
+    return f'failed: exit {code}, see {os.path.join(out, "job.log")}'
+  with open(done, 'w') as f:
+    json.dump({'commands': [list(c) for c in job.commands], 'wall_s': wall_s}, f)
+  return 'ran'
+
+
+def _add_wall_seconds(out: str, seconds: float) -> float:
+  path = os.path.join(out, 'wall_s.json')
+  try:
+    with open(path) as f:
+      seconds += json.load(f)
+  except (OSError, ValueError):
+    pass
+  with open(path, 'w') as f:
+    json.dump(seconds, f)
+  return seconds
+
+
+def _run_commands(job: Job, out: str, env: dict) -> int:
+  """Runs the job's commands in order; the first non-zero exit status, else 0."""
   for command in job.commands:
     argv = [part.replace('{out}', out) for part in command]
     print(f'[{job.name}] {" ".join(argv)}', flush=True)
@@ -565,10 +563,49 @@ def run_job(job: Job, workdir: str) -> str:
           sys.stdout.write(line)
         code = proc.wait()
     if code:
-      return f'failed: exit {code}, see {os.path.join(out, "job.log")}'
-  with open(done, 'w') as f:
-    json.dump({'commands': [list(c) for c in job.commands], 'wall_s': time.time() - start}, f)
-  return 'ran'
+      return code
+  return 0
+
+
+def wall_time(job: Job, workdir: str) -> dict:
+  """The job's wall time, this run's against the one recorded on this kind of machine:
+  shown, never compared. They are absolute seconds on a VM whose speed drifts by up to 2x
+  within a day, and the issue's rule is that only ratios from one run are compared."""
+  isa = machine.cpu()['isa']
+  result = {'claim': f'{job.name}: wall time (s)', 'job': job.name, 'where': '',
+            'tolerance': 'not compared', 'status': 'info'}
+  recorded = load_wall_times().get(job.name, {}).get(isa)
+  if recorded:
+    result['recorded'] = recorded['seconds']
+  try:
+    result['now'] = float(load(os.path.join(workdir, job.name, 'done.json'))['wall_s'])
+  except (OSError, KeyError, ValueError, TypeError):
+    pass
+  return result
+
+
+def load_wall_times() -> dict:
+  """results/wall_times.json: {job: {isa: {'seconds', 'date', 'cpu_id'}}}."""
+  try:
+    return load(os.path.join(RESULTS, WALL_TIMES))
+  except (OSError, ValueError):
+    return {}
+
+
+def record_wall_time(job: Job, workdir: str) -> None:
+  done = load(os.path.join(workdir, job.name, 'done.json'))
+  if 'wall_s' not in done:   # finished by a reproduce.py that did not time its jobs
+    print(f'[{job.name}] no wall time to record')
+    return
+  cpu = machine.cpu()
+  times = load_wall_times()
+  times.setdefault(job.name, {})[cpu['isa']] = {
+      'seconds': round(float(done['wall_s']), 1), 'cpu_id': cpu['cpu_id'],
+      'date': time.strftime('%Y-%m-%d', time.gmtime(os.path.getmtime(
+          os.path.join(workdir, job.name, 'done.json'))))}
+  with open(os.path.join(RESULTS, WALL_TIMES), 'w') as f:
+    json.dump(times, f, indent=1, sort_keys=True)
+  print(f'recorded {os.path.join(RESULTS, WALL_TIMES)} ({job.name})')
 
 
 def check(claim: Claim, job: Job, workdir: str) -> dict:
@@ -734,8 +771,10 @@ def main(argv):
       continue
     if _RECORD.value:
       record(job, workdir)
+      record_wall_time(job, workdir)
       continue
     results += [check(c, job, workdir) for c in claims if c.job == job.name]
+    results.append(wall_time(job, workdir))
   if _RECORD.value:
     return 0
   text = table(results)
@@ -747,10 +786,11 @@ def main(argv):
   failed = [r for r in results if r['status'].startswith('FAIL')]
   passed = sum(r['status'] == 'pass' for r in results)
   other_machine = sum(r['status'].startswith('not comparable') for r in results)
+  shown = sum(r['status'] == 'info' for r in results)
   print(f'{passed} passed, {len(failed)} failed, {other_machine} not comparable (recorded on '
         f'another kind of machine), '
-        f'{len(results) - passed - len(failed) - other_machine} skipped or unrecorded, '
-        f'of {len(results)} claims')
+        f'{len(results) - passed - len(failed) - other_machine - shown} skipped or unrecorded, '
+        f'of {len(results) - shown} claims; {shown} wall times shown, not compared')
   return 1 if failed else 0
 
 

@@ -3,7 +3,10 @@ a recorded value moved past its tolerance fails with exit status 1; --list runs 
 
 import json
 import os
+import re
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -23,8 +26,48 @@ def test_list_names_every_job_and_runs_nothing(tmp_path):
               'train_copy_tiny (quick)', 'study_positional', 'study_attention_vs_recurrence',
               'study_kernels', 'study_table3', 'model_vs_flax_wmt'):
     assert job in out.stdout, job
-  assert 'not checked: BENCHMARKS, 8-GPU scaling' in out.stdout
+  assert 'not checked: docs/development_log.md' in out.stdout
   assert not (tmp_path / 'w').exists()
+
+
+def _jobs_and_claims():
+  """{job name: [the `where` of each of its claims]}, from reproduce.py in a fresh process
+  (its absl flags stay out of the test worker)."""
+  code = ('import json, sys; sys.argv = ["reproduce"]; sys.path.insert(0, "scripts"); '
+          'import reproduce; claims = reproduce.all_claims(); '
+          'print(json.dumps({j.name: [c.where for c in claims if c.job == j.name] '
+          'for j in reproduce.JOBS}))')
+  out = subprocess.run([sys.executable, '-c', code], cwd=e2e.ROOT, capture_output=True,
+                       text=True, env=e2e.environment(), timeout=300)
+  assert out.returncode == 0, out.stderr
+  return json.loads(out.stdout)
+
+
+def _sections(text):
+  """The headings and bold paragraph titles of a Markdown document, lower-cased."""
+  titles = re.findall(r'^#+ (.+)$', text, flags=re.M) + re.findall(r'\*\*([^*]+)\*\*', text)
+  return [t.lower() for t in titles]
+
+
+def test_documents_and_jobs_cite_each_other():
+  """Every `reproduce.py --only=` in README.md and BENCHMARKS.md names a job, every job is
+  cited in one of them, and every claim names a document and a section of it that exist:
+  a renamed job or section, or a new job nobody quotes, fails here."""
+  jobs = _jobs_and_claims()
+  docs = {name: open(os.path.join(e2e.ROOT, f'{name}.md')).read()
+          for name in ('README', 'BENCHMARKS')}
+  cited = set()
+  for text in docs.values():
+    for names in re.findall(r'reproduce\.py[^`\n]*--only=([\w,]+)', text):
+      cited.update(n for n in names.split(',') if n != 'study_NAME')   # a pattern, not a job
+  assert cited - set(jobs) == set(), f'cited, but no such job: {sorted(cited - set(jobs))}'
+  assert set(jobs) - cited == set(), f'jobs cited nowhere: {sorted(set(jobs) - cited)}'
+  for job, wheres in jobs.items():
+    for where in set(wheres):
+      doc, _, section = where.partition(', ')
+      assert doc in docs, (job, where)
+      section = re.sub(r' \(.*\)$', '', section).lower()   # 'Studies (positional)'
+      assert any(section in title for title in _sections(docs[doc])), (job, where)
 
 
 def test_unknown_job_is_one_line(tmp_path):
@@ -68,6 +111,11 @@ def test_claims_pass_within_tolerance_and_fail_past_it(tmp_path):
   assert same.returncode == 0, same.stdout + same.stderr
   assert 'kernels_memory] done' in same.stdout
   assert '5 passed, 0 failed' in same.stdout, same.stdout
+  # Its wall time is shown, this run's against none recorded, and counted as no claim.
+  wall = next(r for r in json.loads((workdir / 'reproduce.json').read_text())
+              if r['claim'] == 'kernels_memory: wall time (s)')
+  assert wall['status'] == 'info' and wall['now'] > 0 and 'recorded' not in wall
+  assert 'of 5 claims; 1 wall times shown' in same.stdout, same.stdout
 
   rewrite(1.05)
   moved = reproduce(*args)
@@ -134,7 +182,7 @@ def test_record_keeps_each_machine_kinds_files_apart(tmp_path):
     (recorded / name).write_text(text)
   job = tmp_path / 'w' / 'kernels_full'
   job.mkdir(parents=True)
-  (job / 'done.json').write_text('{}')
+  (job / 'done.json').write_text('{"wall_s": 12.5}')
   produced = {'bench.json': json.dumps({'machine': machine('avx2'), 'rows': []}),
               'bench.md': 'avx2 table', 'bench.png': 'avx2 plot'}
   for name, text in produced.items():
@@ -146,6 +194,9 @@ def test_record_keeps_each_machine_kinds_files_apart(tmp_path):
     assert (recorded / name).read_text() == text
   for ext in ('json', 'md', 'png'):
     assert (recorded / f'bench.avx2.{ext}').read_text() == produced[f'bench.{ext}']
+  # The job's wall time, recorded under this host's vector ISA, to be shown by later runs.
+  wall = json.loads((tmp_path / 'results' / 'wall_times.json').read_text())['kernels_full']
+  assert [w['seconds'] for w in wall.values()] == [12.5]
 
 
 def test_study_runs_are_compared_only_between_machines_of_one_kind(tmp_path):
