@@ -64,12 +64,13 @@ def explain_config_error(argv, error: Exception) -> str:
   return f'{error}'.splitlines()[0]
 
 
-def define_config_flag(help_string: str = 'Config file, with an optional :key=value,... string.'):
+def define_config_flag(help_string: str = 'Config file, with an optional :key=value,... string.',
+                       default: str = DEFAULT_CONFIG):
   """The --config flag (ml_collections). config_flags reads sys.argv as soon as the flag
   is defined, so a bad --config or --config.x fails here; it gets one line too."""
   from ml_collections import config_flags
   try:
-    return config_flags.DEFINE_config_file('config', DEFAULT_CONFIG, help_string)
+    return config_flags.DEFINE_config_file('config', default, help_string)
   except Exception as e:  # noqa: BLE001 - config files and overrides raise anything
     _fail(explain_config_error(sys.argv, e))
 
@@ -93,6 +94,41 @@ def parse_flags(argv, *, config_flag: str | None = 'config'):
   if len(rest) > 1:
     _fail(f'unexpected arguments {rest[1:]}; flags look like --name=value')
   return rest
+
+
+def require_positive(*holders) -> None:
+  """UserError naming the first integer or float flag (absl FlagHolder) that is not > 0."""
+  for holder in holders:
+    if holder.value is None or holder.value <= 0:
+      raise UserError(f'--{holder.name}: must be positive, got {holder.value}')
+
+
+def require_subset(holder, allowed) -> None:
+  """UserError naming a list flag's first value outside `allowed`."""
+  bad = [v for v in holder.value if v not in allowed]
+  if bad:
+    raise UserError(f'--{holder.name}: {bad[0]!r} is not one of {", ".join(allowed)}')
+
+
+def int_list(holder, minimum: int = 1) -> list[int]:
+  """A list flag's values as integers >= minimum, or UserError naming the flag."""
+  try:
+    values = [int(v) for v in holder.value]
+  except ValueError:
+    values = []
+  if not values or min(values) < minimum:
+    raise UserError(f'--{holder.name}: integers >= {minimum}, comma-separated; got '
+                    f'{",".join(holder.value) or "nothing"}')
+  return values
+
+
+def writable_dir(holder) -> str:
+  """Creates the directory a flag names, or UserError saying why it cannot be."""
+  try:
+    os.makedirs(holder.value, exist_ok=True)
+  except OSError as e:
+    raise UserError(f'--{holder.name}: cannot create {holder.value} ({e.strerror})') from None
+  return holder.value
 
 
 def _fail(message: str):

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -32,7 +32,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from attention import kernels  # noqa: E402
+from attention import cli, kernels  # noqa: E402
+from attention.errors import UserError  # noqa: E402
 from attention import machine  # noqa: E402
 
 _REV = flags.DEFINE_string('rev', None, 'The git revision to compare with (a commit, tag, HEAD~1).')
@@ -57,7 +58,7 @@ def load_at_revision(rev: str, kernel: str):
   show = subprocess.run(['git', 'show', f'{rev}:{path}'], cwd=ROOT, capture_output=True,
                         text=True, check=False)
   if show.returncode:
-    raise app.UsageError(f'--rev/--against: git show {rev}:{path} failed: '
+    raise UserError(f'--rev/--against: git show {rev}:{path} failed: '
                          f'{show.stderr.strip().splitlines()[-1] if show.stderr else "no output"}')
   name = f'{fn.__module__}_at_{rev}'.replace('~', '_').replace('^', '_').replace('.', '_')
   spec = importlib.util.spec_from_loader(name, loader=None)
@@ -65,7 +66,7 @@ def load_at_revision(rev: str, kernel: str):
   sys.modules[name] = module   # dataclasses look their module up while the code runs
   exec(compile(show.stdout, f'{rev}:{path}', 'exec'), module.__dict__)  # pylint: disable=exec-used
   if not hasattr(module, fn.__name__):
-    raise app.UsageError(f'--rev/--against: {path} at {rev} has no {fn.__name__}')
+    raise UserError(f'--rev/--against: {path} at {rev} has no {fn.__name__}')
   return getattr(module, fn.__name__)
 
 
@@ -92,22 +93,20 @@ def compiled_call(fn, causal, pass_, args):
   return lambda: jax.block_until_ready(compiled(*args))
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+def main():
   if _KERNEL.value not in kernels.names():
-    raise app.UsageError(f'--kernel: unknown {_KERNEL.value!r}; allowed: '
+    raise UserError(f'--kernel: unknown {_KERNEL.value!r}; allowed: '
                          f'{", ".join(kernels.names())}')
   for name, values, allowed in (('causal', _CAUSAL.value, ('false', 'true')),
                                 ('passes', _PASSES.value, ('fwd', 'fwd_bwd'))):
     if bad := [v for v in values if v not in allowed]:
-      raise app.UsageError(f'--{name}: {bad[0]!r} is not one of {", ".join(allowed)}')
+      raise UserError(f'--{name}: {bad[0]!r} is not one of {", ".join(allowed)}')
   try:
     lengths = [int(x) for x in _LENGTHS.value]
   except ValueError:
-    raise app.UsageError(f'--lengths: integers, got {",".join(_LENGTHS.value)}') from None
+    raise UserError(f'--lengths: integers, got {",".join(_LENGTHS.value)}') from None
   if _REPEATS.value < 1 or min(lengths, default=0) < 1:
-    raise app.UsageError('--repeats and --lengths: positive integers')
+    raise UserError('--repeats and --lengths: positive integers')
   old_fn = load_at_revision(_REV.value, _KERNEL.value)
   new_fn = (load_at_revision(_AGAINST.value, _KERNEL.value) if _AGAINST.value
             else kernels.get(_KERNEL.value))
@@ -147,4 +146,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.main(main, config_flag=None)

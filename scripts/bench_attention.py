@@ -23,13 +23,14 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import resource
 import statistics
 import subprocess
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
 # PyTorch's OpenMP workers otherwise spin for a while after each call, holding a core
 # while the next (JAX) candidate runs; measured here: flash forward at 4096 took 20%
@@ -42,7 +43,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from attention import kernels  # noqa: E402
+from attention import cli, kernels  # noqa: E402
+from attention.errors import UserError  # noqa: E402
 from attention.kernels import head_parallel  # noqa: E402
 from attention import machine  # noqa: E402
 from attention import op_profile  # noqa: E402
@@ -106,6 +108,57 @@ def jax_fn(name: str, causal: bool):
       return nn.dot_product_attention(q, k, v, mask=mask)
     return flax_attention
   raise ValueError(f'unknown candidate {name!r}')
+
+
+PEERS = ('jax.nn', 'flax.linen', 'torch')
+TILES = re.compile(r'[1-9][0-9]*x[1-9][0-9]*')
+BOOLEAN = ('true', 'false', '1', '0', 'yes', 'no')
+
+
+def check_candidate(name: str) -> None:
+  """UserError unless jax_fn (or the torch peer) can run `name`."""
+  base = name
+  for suffix in ('@heads', '+causal'):
+    base = base[:-len(suffix)] if base.endswith(suffix) else base
+  if base.startswith('flash:'):
+    tiles = base[len('flash:'):].split('/')
+    if len(tiles) > 2 or not all(TILES.fullmatch(t) for t in tiles):
+      raise UserError(f'--candidates: {name!r}: tiles are written flash:BQxBK or '
+                      'flash:BQxBK/BQxBK (forward/backward), e.g. flash:512x512')
+  elif base not in (*kernels.names(), *PEERS) or (base == 'torch' and name != 'torch'):
+    raise UserError(f'--candidates: unknown {name!r}; allowed: {", ".join(kernels.names())}, '
+                    f'{", ".join(PEERS)}, flash:BQxBK[/BQxBK], with +causal and @heads '
+                    'suffixes (not on torch)')
+
+
+def check_flags() -> None:
+  """Every flag a user can mistype, checked before anything is compiled or written."""
+  if FLAGS.profile and FLAGS.tune:
+    raise UserError('--profile and --tune: pick one (each writes its own table)')
+  if FLAGS.profile and not op_profile.available():
+    raise UserError(f'--profile: jax {jax.__version__} cannot read its own traces '
+                    '(no jax.profiler.ProfileData; jax 0.10 has it)')
+  if not FLAGS.candidates and not FLAGS.tune:
+    raise UserError('--candidates: empty; name one or more kernels or peers')
+  for name in FLAGS.candidates:
+    check_candidate(name)
+  for block in FLAGS.tune_blocks:
+    if not TILES.fullmatch(block):
+      raise UserError(f'--tune_blocks: {block!r} is not BQxBK, e.g. 512x512')
+  cli.int_list(FLAGS['lengths'])
+  if FLAGS.rss_lengths:
+    cli.int_list(FLAGS['rss_lengths'])
+  if not FLAGS.passes:
+    raise UserError('--passes: empty; allowed: fwd, fwd_bwd')
+  cli.require_subset(FLAGS['passes'], ('fwd', 'fwd_bwd'))
+  if not FLAGS.causal or any(c.lower() not in BOOLEAN for c in FLAGS.causal):
+    raise UserError(f'--causal: one or more of {", ".join(BOOLEAN)}; got '
+                    f'{",".join(FLAGS.causal) or "nothing"}')
+  cli.require_positive(*(FLAGS[n] for n in ('batch', 'heads', 'head_dim', 'repeats',
+                                            'max_seconds', 'profile_top')))
+  if FLAGS.memory_budget_gib < 0:
+    raise UserError(f'--memory_budget_gib: must be >= 0, got {FLAGS.memory_budget_gib}')
+  cli.writable_dir(FLAGS['out_dir'])
 
 
 def input_sharding(name):
@@ -344,19 +397,14 @@ def plot(rows, path):
   fig.savefig(path, dpi=120)
 
 
-def main(argv):
-  del argv
+def main():
   if FLAGS.rss_probe:
     rss_probe(FLAGS.rss_probe)
     return
+  check_flags()
   names = list(FLAGS.candidates)
   if FLAGS.tune:
     names = [f'flash:{b}' for b in FLAGS.tune_blocks]
-  if FLAGS.profile and FLAGS.tune:
-    raise app.UsageError('--profile and --tune: pick one (each writes its own table)')
-  if FLAGS.profile and not op_profile.available():
-    raise app.UsageError(f'--profile: jax {jax.__version__} cannot read its own traces '
-                         '(no jax.profiler.ProfileData; jax 0.10 has it)')
   if FLAGS.profile and 'torch' in names:
     print('--profile: no torch (the trace sees XLA operations only)')
     names.remove('torch')
@@ -399,4 +447,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.main(main, config_flag=None)

@@ -46,19 +46,19 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 from flax import nnx  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from attention import decoding, kernels, machine, models  # noqa: E402
+from attention import cli, decoding, kernels, machine, models  # noqa: E402
+from attention.errors import UserError  # noqa: E402
 from attention.benchmark_inputs import median_seconds, random_pairs, random_tokens  # noqa: E402
 from attention.training import optimizer, step as step_lib  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', 'configs/default.py:model=small', 'Experiment config: model sizes, dropout, '
-    'label smoothing and optimizer of both sides.')
+_CONFIG = cli.define_config_flag(
+    'Experiment config: model sizes, dropout, label smoothing and optimizer of both sides.',
+    default='configs/default.py:model=small')
 _FLAX_WMT = flags.DEFINE_string('flax_wmt', None, "Directory with the Flax WMT example's "
                                 'models.py and decode.py.')
 _FETCH = flags.DEFINE_bool('fetch', False, 'Extract them from the sdist of the installed flax '
@@ -86,7 +86,7 @@ def fetch_example(directory: str) -> None:
     cmd = [sys.executable, '-m', 'pip', 'download', f'flax=={flax.__version__}', '--no-deps',
            '--no-binary', ':all:', '--quiet', '-d', tmp]
     if subprocess.run(cmd, capture_output=True, text=True).returncode:
-      raise app.UsageError(f'--fetch: could not download the flax {flax.__version__} sdist '
+      raise UserError(f'--fetch: could not download the flax {flax.__version__} sdist '
                            'from PyPI; pass --flax_wmt=DIR holding the example instead')
     (sdist,) = glob.glob(os.path.join(tmp, 'flax-*.tar.gz'))
     os.makedirs(directory, exist_ok=True)
@@ -232,35 +232,33 @@ def table(medians: dict, x_vs_flax: dict) -> str:
   return '\n'.join(lines)
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+def main():
   if not _FLAX_WMT.value:
-    raise app.UsageError("--flax_wmt: required, a directory with the Flax WMT example's "
+    raise UserError("--flax_wmt: required, a directory with the Flax WMT example's "
                          'models.py and decode.py (with --fetch, where to put them)')
   unknown = [k for k in _KERNELS.value if k not in kernels.names()]
   if unknown:
-    raise app.UsageError(f'--kernels: unknown {unknown[0]!r}; '
+    raise UserError(f'--kernels: unknown {unknown[0]!r}; '
                          f'allowed: {", ".join(kernels.names())}')
   for name, flag in (('rounds', _ROUNDS), ('repeats', _REPEATS),
                      ('decode_repeats', _DECODE_REPEATS)):
     if flag.value < 1:
-      raise app.UsageError(f'--{name}: must be at least 1, got {flag.value}')
+      raise UserError(f'--{name}: must be at least 1, got {flag.value}')
   config = _CONFIG.value
   if not config.model.vocab_size:
     config.model.vocab_size = _VOCAB.value
   if config.model.name != 'transformer':
-    raise app.UsageError(f'config.model.name: the Flax example is a Transformer; got '
+    raise UserError(f'config.model.name: the Flax example is a Transformer; got '
                          f'{config.model.name!r}')
   if config.model.positional != 'sinusoidal':
-    raise app.UsageError('config.model.positional: the Flax example adds sinusoidal positions; '
+    raise UserError('config.model.positional: the Flax example adds sinusoidal positions; '
                          f'got {config.model.positional!r} (pass '
                          '--config.model.positional=sinusoidal)')
   missing = [f for f in EXAMPLE_FILES if not os.path.exists(os.path.join(_FLAX_WMT.value, f))]
   if missing and _FETCH.value:
     fetch_example(_FLAX_WMT.value)
   elif missing:
-    raise app.UsageError(f'--flax_wmt: {_FLAX_WMT.value} has no {missing[0]}; pass --fetch to '
+    raise UserError(f'--flax_wmt: {_FLAX_WMT.value} has no {missing[0]}; pass --fetch to '
                          f'take it from the flax {flax.__version__} sdist')
   wmt_models, wmt_decode = load_example(_FLAX_WMT.value)
 
@@ -310,4 +308,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.main(main, config_flag='config')

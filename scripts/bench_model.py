@@ -28,18 +28,18 @@ os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 from flax import nnx  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from attention import decoding, machine, models  # noqa: E402
+from attention import cli, decoding, machine, models  # noqa: E402
+from attention.errors import UserError  # noqa: E402
 from attention.benchmark_inputs import median_seconds, random_pairs, random_tokens  # noqa: E402
-from attention.training import optimizer, sharding, step as step_lib  # noqa: E402
+from attention.training import config_check, optimizer, sharding, step as step_lib  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file('config', 'configs/default.py:model=small',
-                                          'Experiment config (only model and train are used).')
+_CONFIG = cli.define_config_flag('Experiment config (only model and train are used).',
+                                 default='configs/default.py:model=small')
 _BATCH = flags.DEFINE_integer('batch', 64, 'Training batch (rows).')
 _LENGTH = flags.DEFINE_integer('length', 32, 'Source and target length, training and decoding.')
 _BEAM = flags.DEFINE_integer('beam', 4, 'Beam size.')
@@ -59,7 +59,7 @@ def time_meshes(graphdef, rest, tx, config, params, batch) -> dict:
   steps, states, batches = {}, {}, {}
   host_params = jax.device_get(params)
   for name in _MESHES.value:
-    data, model = (int(n) for n in name.split('x'))
+    data, model = (int(n) for n in name.split('x'))   # checked by check_flags
     mesh = sharding.make_mesh(data, model, jax.devices()[:data * model])
     state = step_lib.create_train_state(host_params, tx, config.seed)
     shardings = sharding.tree_shardings(state, mesh, fsdp=config.mesh.fsdp)
@@ -79,9 +79,31 @@ def time_meshes(graphdef, rest, tx, config, params, batch) -> dict:
   return {name: statistics.median(t) for name, t in times.items()}
 
 
-def main(argv):
-  del argv
+MEASUREMENTS = ('train', 'greedy', 'uncached', 'beam')
+
+
+def check_flags(config) -> list[tuple[int, int]]:
+  """Every flag a user can mistype, checked before anything compiles; the meshes parsed."""
+  config_check.validate(config)
+  cli.require_positive(_BATCH, _LENGTH, _BEAM, _DECODE_BATCH, _DECODE_LENGTH, _VOCAB,
+                       _REPEATS, _DECODE_REPEATS)
+  cli.require_subset(_SKIP, MEASUREMENTS)
+  meshes = []
+  for name in _MESHES.value:
+    parts = name.split('x')
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+      raise UserError(f'--meshes: {name!r} is not DATAxMODEL, e.g. 4x2')
+    data, model = int(parts[0]), int(parts[1])
+    if data * model > jax.device_count():
+      raise UserError(f'--meshes: {name} needs {data * model} devices, {jax.device_count()} '
+                      'here (XLA_FLAGS=--xla_force_host_platform_device_count=N on a CPU)')
+    meshes.append((data, model))
+  return meshes
+
+
+def main():
   config = _CONFIG.value
+  check_flags(config)
   cfg = config.model
   if not cfg.vocab_size:
     cfg.vocab_size = _VOCAB.value
@@ -150,4 +172,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.main(main)

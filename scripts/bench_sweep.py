@@ -20,13 +20,16 @@ import subprocess
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from attention import machine  # noqa: E402
+from attention import cli, machine  # noqa: E402
+from attention.errors import UserError  # noqa: E402
 
-_WORKDIR = flags.DEFINE_string('workdir', '/tmp/bench_sweep', 'Scratch directory (emptied).')
+_WORKDIR = flags.DEFINE_string('workdir', '/tmp/bench_sweep', 'Scratch directory, emptied: '
+                                'new, or one this script made before.')
+MARK = '.bench_sweep_scratch'   # in a workdir this script made, and may therefore empty
 _JSON = flags.DEFINE_string('json', None, 'Also write the result to this JSON file.')
 _STEPS = flags.DEFINE_integer('steps', 150, 'Training steps per point.')
 
@@ -48,11 +51,35 @@ def timed(argv: list[str]) -> tuple[float, float]:
   return wall, children_cpu_s() - cpu
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+def check_flags() -> str:
+  """The scratch directory, emptied, after checking every flag; never a directory that
+  this script did not make (it would delete it)."""
+  cli.require_positive(_STEPS)
   workdir = os.path.abspath(_WORKDIR.value)
+  if os.path.isdir(workdir) and os.listdir(workdir) and not os.path.exists(
+      os.path.join(workdir, MARK)):
+    raise UserError(f'--workdir: {_WORKDIR.value} holds files this script did not make; it '
+                    'empties its workdir, so give a new directory')
+  if _JSON.value:
+    directory = os.path.dirname(os.path.abspath(_JSON.value))
+    try:
+      os.makedirs(directory, exist_ok=True)
+    except OSError as e:
+      why = 'not a directory' if os.path.exists(directory) else e.strerror
+      raise UserError(f'--json: cannot write in {directory} ({why})') from None
+    if not os.access(directory, os.W_OK):
+      raise UserError(f'--json: cannot write in {directory}')
   shutil.rmtree(workdir, ignore_errors=True)
+  try:
+    os.makedirs(workdir)
+  except OSError as e:
+    raise UserError(f'--workdir: cannot create {_WORKDIR.value} ({e.strerror})') from None
+  open(os.path.join(workdir, MARK), 'w').close()
+  return workdir
+
+
+def main():
+  workdir = check_flags()
   data_dir = os.path.join(workdir, 'data')
   # Prepare the dataset outside the timed part (a dry run prepares it and trains nothing).
   timed([sys.executable, 'train.py', f'--config={CONFIG}', f'--config.data.data_dir={data_dir}',
@@ -84,4 +111,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.main(main, config_flag=None)

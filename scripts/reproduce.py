@@ -53,12 +53,13 @@ import sys
 import time
 from typing import Callable
 
-from absl import app, flags
+from absl import flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)   # configs/ from a checkout
 RESULTS = os.path.join(ROOT, 'results')
-from attention import machine  # noqa: E402
+from attention import cli, machine  # noqa: E402
+from attention.errors import UserError  # noqa: E402
 PY = sys.executable
 
 _WORKDIR = flags.DEFINE_string('workdir', 'runs/reproduce', 'Where the jobs write their output.')
@@ -731,19 +732,23 @@ def record(job: Job, workdir: str) -> None:
 
 def select_jobs() -> list[Job]:
   known = {j.name for j in JOBS}
+  allowed = f'allowed: {", ".join(sorted(known))}'
+  if flags.FLAGS['only'].present and not _ONLY.value:   # '--only=' would run every job
+    raise UserError(f'--only is empty; name one or more jobs, {allowed}')
   unknown = [name for name in _ONLY.value if name not in known]
   if unknown:
-    raise app.UsageError(f'--only: unknown job {unknown[0]!r}; allowed: {", ".join(sorted(known))}')
+    raise UserError(f'--only: unknown job {unknown[0]!r}; {allowed}')
   return [j for j in JOBS if (not _QUICK.value or j.quick)
           and (not _ONLY.value or j.name in _ONLY.value)]
 
 
-def main(argv):
+def main():
   global RESULTS
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   if _RESULTS_DIR.value:
     RESULTS = os.path.abspath(_RESULTS_DIR.value)
+    if not os.path.isdir(RESULTS):
+      raise UserError(f'--results_dir: {_RESULTS_DIR.value} is not a directory (it holds the '
+                      'recorded files, like results/ of a checkout)')
   claims = all_claims()
   jobs = select_jobs()
   if _LIST.value:
@@ -754,9 +759,12 @@ def main(argv):
         print('    ' + shlex.join(command).replace(PY, 'python'))
     for where, why in UNCHECKED:
       print(f'not checked: {where}: {why}')
-    return 0
+    return
   workdir = os.path.abspath(_WORKDIR.value)
-  os.makedirs(workdir, exist_ok=True)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise UserError(f'--workdir: cannot create {_WORKDIR.value} ({e.strerror})') from None
   print(f'{len(jobs)} jobs, ~{sum(j.minutes for j in jobs):g} min on the 2-core development VM',
         flush=True)
   results = []
@@ -776,7 +784,7 @@ def main(argv):
     results += [check(c, job, workdir) for c in claims if c.job == job.name]
     results.append(wall_time(job, workdir))
   if _RECORD.value:
-    return 0
+    return
   text = table(results)
   print(text)
   with open(os.path.join(workdir, 'reproduce.md'), 'w') as f:
@@ -791,8 +799,9 @@ def main(argv):
         f'another kind of machine), '
         f'{len(results) - passed - len(failed) - other_machine - shown} skipped or unrecorded, '
         f'of {len(results) - shown} claims; {shown} wall times shown, not compared')
-  return 1 if failed else 0
+  if failed:
+    sys.exit(1)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.main(main, config_flag=None)

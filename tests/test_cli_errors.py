@@ -173,3 +173,39 @@ def test_eval_rejects(finished_run, args, words):
   args = [a.format(root=root, run=workdir, empty=empty) for a in args]
   check_one_line_error(e2e.run('eval.py', *args, timeout=300), words)
   assert unchanged_state(root) == before
+
+
+# The benchmark scripts: every flag checked before anything is compiled, run or written.
+SCRIPT_CASES = [
+    ('scripts/bench_attention.py', ['--candidates=flash,nope'], ["--candidates: unknown 'nope'", 'jax.nn']),
+    ('scripts/bench_attention.py', ['--candidates=flash:512'], ['flash:BQxBK']),
+    ('scripts/bench_attention.py', ['--lengths=1k'], ['--lengths', 'integers']),
+    ('scripts/bench_attention.py', ['--causal=maybe'], ['--causal', 'true, false']),
+    ('scripts/bench_attention.py', ['--passes=bwd'], ["--passes: 'bwd'", 'fwd_bwd']),
+    ('scripts/bench_attention.py', ['--repeats=0'], ['--repeats: must be positive']),
+    ('scripts/bench_attention.py', ['--out_dir=/dev/null/bench'], ['--out_dir: cannot create']),
+    ('scripts/bench_model.py', ['--meshes=4x'], ["--meshes: '4x' is not DATAxMODEL"]),
+    ('scripts/bench_model.py', ['--meshes=4x2'], ['--meshes: 4x2 needs 8 devices']),
+    ('scripts/bench_model.py', ['--skip=beem'], ["--skip: 'beem'", 'uncached']),
+    ('scripts/bench_model.py', ['--config.model.kernel=nope'], ['kernel', 'flash']),
+    ('scripts/bench_model.py', ['extra'], ['unexpected arguments']),
+    ('scripts/ab_kernel.py', ['--rev=no-such-rev'], ['--rev/--against', 'no-such-rev']),
+    ('scripts/bench_sweep.py', ['--workdir={precious}'], ['--workdir', 'did not make']),
+    ('scripts/bench_sweep.py', ['--steps=0', '--workdir={root}/scratch'], ['--steps: must be positive']),
+]
+
+
+@pytest.mark.parametrize('script,args,words', SCRIPT_CASES,
+                         ids=[f'{s.split("/")[1]} {" ".join(a)}' for s, a, _ in SCRIPT_CASES])
+def test_scripts_reject(tmp_path, script, args, words):
+  """One line naming the flag, exit status 2, and nothing written or deleted: bench_sweep
+  empties its workdir, so it must refuse one that it did not make."""
+  precious = tmp_path / 'precious'
+  precious.mkdir()
+  (precious / 'keep.txt').write_text('mine')
+  args = [a.format(precious=precious, root=tmp_path) for a in args]
+  out = e2e.run(script, *args, timeout=300)
+  check_one_line_error(out, words)
+  assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+  assert (precious / 'keep.txt').read_text() == 'mine'
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['precious']

@@ -70,10 +70,22 @@ def test_documents_and_jobs_cite_each_other():
       assert any(section in title for title in _sections(docs[doc])), (job, where)
 
 
-def test_unknown_job_is_one_line(tmp_path):
-  out = reproduce('--only=kernels_nope', f'--workdir={tmp_path}')
-  assert out.returncode != 0
-  assert "--only: unknown job 'kernels_nope'" in out.stderr and 'kernels_quick' in out.stderr
+@pytest.mark.parametrize('args, message', [
+    (['--only=kernels_nope'], "--only: unknown job 'kernels_nope'; allowed: kernels_ab_81839eb"),
+    (['--only='], '--only is empty; name one or more jobs, allowed:'),   # not: run them all
+    (['--only=kernels_memory', '--results_dir={tmp}/nowhere'], '--results_dir: '),
+    (['--only=kernels_memory', '--workdir=/dev/null/w'], '--workdir: cannot create /dev/null/w'),
+    (['--quick=maybe'], 'flag --quick=maybe'),
+    (['kernels_memory'], "unexpected arguments ['kernels_memory']"),
+])
+def test_bad_input_is_one_line_and_runs_nothing(tmp_path, args, message):
+  args = [a.replace('{tmp}', str(tmp_path)) for a in args]
+  if not any(a.startswith('--workdir') for a in args):
+    args.append(f'--workdir={tmp_path / "w"}')
+  out = reproduce(*args)
+  assert out.returncode == 2, out.stdout + out.stderr
+  assert out.stderr.count('\n') == 1 and out.stderr.startswith('error: ' + message), out.stderr
+  assert 'Traceback' not in out.stderr and not (tmp_path / 'w').exists()
 
 
 @pytest.mark.slow
