@@ -76,8 +76,15 @@ def define_config_flag(help_string: str = 'Config file, with an optional :key=va
 
 
 def parse_flags(argv, *, config_flag: str | None = 'config'):
-  """Parses absl flags (and loads the config); bad input exits 2 with one line."""
+  """Parses absl flags (and loads the config); bad input exits 2 with one line. --help
+  prints the command's docstring and its flags (absl's own --help exists only under
+  app.run)."""
   from absl import flags
+  if any(a in ('--help', '-h', '--helpshort', '--helpfull') for a in argv[1:]):
+    doc = sys.modules['__main__'].__doc__ or ''
+    print(doc.strip() + '\n\n' + (flags.FLAGS.get_help() if '--helpfull' in argv
+                                   else flags.FLAGS.main_module_help()))
+    sys.exit(0)
   try:
     rest = flags.FLAGS(argv)
     if config_flag:
@@ -128,6 +135,8 @@ def writable_dir(holder) -> str:
     os.makedirs(holder.value, exist_ok=True)
   except OSError as e:
     raise UserError(f'--{holder.name}: cannot create {holder.value} ({e.strerror})') from None
+  if not os.access(holder.value, os.W_OK):
+    raise UserError(f'--{holder.name}: cannot write in {holder.value}')
   return holder.value
 
 

@@ -127,8 +127,8 @@ def check_candidate(name: str) -> None:
                       'flash:BQxBK/BQxBK (forward/backward), e.g. flash:512x512')
   elif base not in (*kernels.names(), *PEERS) or (base == 'torch' and name != 'torch'):
     raise UserError(f'--candidates: unknown {name!r}; allowed: {", ".join(kernels.names())}, '
-                    f'{", ".join(PEERS)}, flash:BQxBK[/BQxBK], with +causal and @heads '
-                    'suffixes (not on torch)')
+                    f'{", ".join(PEERS)}, flash:BQxBK[/BQxBK], optionally followed by '
+                    '+causal, then @heads (not on torch)')
 
 
 def check_flags() -> None:

@@ -84,9 +84,14 @@ MEASUREMENTS = ('train', 'greedy', 'uncached', 'beam')
 
 def check_flags(config) -> list[tuple[int, int]]:
   """Every flag a user can mistype, checked before anything compiles; the meshes parsed."""
-  config_check.validate(config)
   cli.require_positive(_BATCH, _LENGTH, _BEAM, _DECODE_BATCH, _DECODE_LENGTH, _VOCAB,
                        _REPEATS, _DECODE_REPEATS)
+  # The model and optimizer fields as train.py checks them, for the data this script feeds:
+  # unpacked rows of random tokens, up to the longest of its lengths.
+  fed = config.copy_and_resolve_references()
+  fed.data.pack = False
+  fed.data.max_length = max(_LENGTH.value, _DECODE_LENGTH.value)
+  config_check.validate(fed)
   cli.require_subset(_SKIP, MEASUREMENTS)
   meshes = []
   for name in _MESHES.value:

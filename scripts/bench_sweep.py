@@ -60,6 +60,12 @@ def check_flags() -> str:
       os.path.join(workdir, MARK)):
     raise UserError(f'--workdir: {_WORKDIR.value} holds files this script did not make; it '
                     'empties its workdir, so give a new directory')
+  shutil.rmtree(workdir, ignore_errors=True)
+  try:
+    os.makedirs(workdir)
+  except OSError as e:
+    raise UserError(f'--workdir: cannot create {_WORKDIR.value} ({e.strerror})') from None
+  open(os.path.join(workdir, MARK), 'w').close()
   if _JSON.value:
     directory = os.path.dirname(os.path.abspath(_JSON.value))
     try:
@@ -69,12 +75,6 @@ def check_flags() -> str:
       raise UserError(f'--json: cannot write in {directory} ({why})') from None
     if not os.access(directory, os.W_OK):
       raise UserError(f'--json: cannot write in {directory}')
-  shutil.rmtree(workdir, ignore_errors=True)
-  try:
-    os.makedirs(workdir)
-  except OSError as e:
-    raise UserError(f'--workdir: cannot create {_WORKDIR.value} ({e.strerror})') from None
-  open(os.path.join(workdir, MARK), 'w').close()
   return workdir
 
 

@@ -90,6 +90,7 @@ class Job:
   needs: tuple = ()               # optional Python packages
   env: tuple = ()                 # extra environment variables, (name, value) pairs
   stdout: str | None = None
+  resumes: bool = False           # an interrupted run continues (train.py, sweeps)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -322,7 +323,7 @@ def study_job(name: str, minutes: float) -> Job:
   argv = shlex.split(module.COMMAND)
   command = [PY, *(('--workdir={out}' if a.startswith('--workdir=') else a) for a in argv[1:])]
   return Job(f'study_{name}', (tuple(command),),
-             {f: f'studies/{name}/{f}' for f in STUDY_FILES}, minutes=minutes)
+             {f: f'studies/{name}/{f}' for f in STUDY_FILES}, minutes=minutes, resumes=True)
 
 
 def _study_row(swept: list[str], values: tuple):
@@ -419,7 +420,7 @@ def train_job(name: str, config: str, minutes: float, quick: bool = False, *extr
            for split in ('test', *(['test_long'] if extra else []))}
   files['run/metrics.jsonl'] = f'train/{name}/metrics.jsonl'
   return Job(f'train_{name}', ((PY, 'train.py', f'--config={config}', '--workdir={out}/run',
-                                *extra),), files, minutes=minutes, quick=quick)
+                                *extra),), files, minutes=minutes, quick=quick, resumes=True)
 
 
 JOBS += [
@@ -526,8 +527,9 @@ def run_job(job: Job, workdir: str) -> str:
   env = dict(os.environ, **dict(job.env))
   start = time.time()
   code = _run_commands(job, out, env)
-  # A resumed job's wall time is the sum of its runs, so that it stays the whole job's.
-  wall_s = _add_wall_seconds(out, time.time() - start)
+  # A resumed job's wall time is the sum of its runs, so that it stays the whole job's; one
+  # that starts over counts its last run only.
+  wall_s = _add_wall_seconds(out, time.time() - start, job.resumes)
   if code:
     return f'failed: exit {code}, see {os.path.join(out, "job.log")}'
   with open(done, 'w') as f:
@@ -535,11 +537,11 @@ def run_job(job: Job, workdir: str) -> str:
   return 'ran'
 
 
-def _add_wall_seconds(out: str, seconds: float) -> float:
+def _add_wall_seconds(out: str, seconds: float, resumes: bool) -> float:
   path = os.path.join(out, 'wall_s.json')
   try:
     with open(path) as f:
-      seconds += json.load(f)
+      seconds += json.load(f) if resumes else 0.0
   except (OSError, ValueError):
     pass
   with open(path, 'w') as f:

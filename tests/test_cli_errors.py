@@ -189,6 +189,8 @@ SCRIPT_CASES = [
     ('scripts/bench_model.py', ['--skip=beem'], ["--skip: 'beem'", 'uncached']),
     ('scripts/bench_model.py', ['--config.model.kernel=nope'], ['kernel', 'flash']),
     ('scripts/bench_model.py', ['extra'], ['unexpected arguments']),
+    ('scripts/bench_model.py', ['--config.model.positional=learned', '--config.model.max_length=16'],
+     ['model.max_length=16', 'data.max_length=64']),   # the longest length the script feeds
     ('scripts/ab_kernel.py', ['--rev=no-such-rev'], ['--rev/--against', 'no-such-rev']),
     ('scripts/bench_sweep.py', ['--workdir={precious}'], ['--workdir', 'did not make']),
     ('scripts/bench_sweep.py', ['--steps=0', '--workdir={root}/scratch'], ['--steps: must be positive']),
@@ -204,7 +206,7 @@ def test_scripts_reject(tmp_path, script, args, words):
   precious.mkdir()
   (precious / 'keep.txt').write_text('mine')
   args = [a.format(precious=precious, root=tmp_path) for a in args]
-  out = e2e.run(script, *args, timeout=300)
+  out = e2e.run(script, *args, timeout=300, devices=1)   # whatever XLA_FLAGS pytest runs under
   check_one_line_error(out, words)
   assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
   assert (precious / 'keep.txt').read_text() == 'mine'

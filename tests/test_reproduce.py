@@ -65,7 +65,7 @@ def test_documents_and_jobs_cite_each_other():
   for job, wheres in jobs.items():
     for where in set(wheres):
       doc, _, section = where.partition(', ')
-      assert doc in docs, (job, where)
+      assert doc in docs and section, (job, where)
       section = re.sub(r' \(.*\)$', '', section).lower()   # 'Studies (positional)'
       assert any(section in title for title in _sections(docs[doc])), (job, where)
 
