@@ -697,7 +697,7 @@ def main():
     for point in points:
       print(shlex.join(point.command))
     return
-  os.makedirs(_WORKDIR.value, exist_ok=True)
+  cli.writable_dir(_WORKDIR)
   to_run = sum(not is_done(p) for p in points)
   parallel = _PARALLEL.value or max(1, min(len(available_cpus()), to_run))
   run_points(points, parallel)

@@ -217,6 +217,7 @@ ERROR_CASES = [
     (['--sweep=model.num_layers=[1]', '--length_bins=10-5'], ['--length_bins', "'10-5'"]),
     (['--sweep_file=configs/sweeps/missing.py'], ['no such file']),
     (['--sweep_file=configs/default.py'], ['no get_sweep()']),
+    (['--sweep=model.num_layers=[1]', '--workdir=/dev/null/sweep'], ['--workdir: cannot create']),
 ]
 
 
