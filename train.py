@@ -44,6 +44,9 @@ def main():
     return
   if not _WORKDIR.value:
     raise UserError('--workdir is required (the run directory, e.g. --workdir=runs/default)')
+  # Both are made later, the data directory after minutes of set-up: check them now.
+  cli.check_creatable(_WORKDIR.value, '--workdir')
+  cli.check_creatable(_CONFIG.value.data.data_dir, 'config.data.data_dir')
   cli.enable_compilation_cache(_CACHE.value)
   trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 

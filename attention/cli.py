@@ -129,6 +129,18 @@ def int_list(holder, minimum: int = 1) -> list[int]:
   return values
 
 
+def check_creatable(path: str, name: str) -> None:
+  """UserError naming `name` unless `path` is a directory, or could be made as one, that
+  this process can write in. Creates nothing."""
+  probe = os.path.abspath(path)
+  while not os.path.exists(probe):
+    probe = os.path.dirname(probe)
+  if not os.path.isdir(probe):
+    raise UserError(f'{name}={path}: cannot be a directory ({probe} is a file)')
+  if not os.access(probe, os.W_OK):
+    raise UserError(f'{name}={path}: cannot write in {probe}')
+
+
 def writable_dir(holder) -> str:
   """Creates the directory a flag names, or UserError saying why it cannot be."""
   try:

@@ -49,6 +49,7 @@ def finished_run(once):
 
 TRAIN_CASES = [
     # (extra arguments, words the message must contain)
+    (['--workdir=/dev/null/run'], ['--workdir=/dev/null/run', 'cannot be a directory']),
     (['--config.train.nonexistent=1'], ['config.train', "'nonexistent'", 'allowed', 'num_steps']),
     (['--config.trian.num_steps=1'], ["no field 'trian'", 'train']),
     (['--config.train.num_steps=abc'], ['--config.train.num_steps', 'abc']),
