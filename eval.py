@@ -65,6 +65,12 @@ def main():
   if bool(_INPUT.value) != bool(_OUTPUT.value):
     raise UserError('--input and --output go together: give both')
   which = checkpoint_arg(_CHECKPOINT.value)
+  if _OUTPUT.value:   # before the minutes of translating, not after
+    directory = os.path.dirname(os.path.abspath(_OUTPUT.value))
+    if os.path.isdir(_OUTPUT.value) or not (os.path.isdir(directory)
+                                             and os.access(directory, os.W_OK)):
+      raise UserError(f'--output={_OUTPUT.value}: not a file this process can write (its '
+                      'directory must exist)')
   lines = read_lines(_INPUT.value) if _INPUT.value else None
 
   from attention.data import tasks

@@ -162,6 +162,7 @@ EVAL_CASES = [
     (['--workdir={run}', '--beam_size=0'], ['--beam_size']),
     (['--workdir={run}', '--input={root}/missing.txt', '--output={root}/out.txt'], ['--input', 'missing.txt']),
     (['--workdir={run}', '--input={root}/x.txt'], ['--output']),
+    (['--workdir={run}', '--input={root}/x.txt', '--output=/dev/null/out.txt'], ['--output=/dev/null/out.txt', 'directory must exist']),
     (['--workdir={root}/damaged'], ['every checkpoint is damaged']),
     (['--workdir={root}/damaged', '--checkpoint=2'], ['damaged checkpoint']),
 ]
