@@ -141,15 +141,17 @@ def check_creatable(path: str, name: str) -> None:
     raise UserError(f'{name}={path}: cannot write in {probe}')
 
 
-def writable_dir(holder) -> str:
-  """Creates the directory a flag names, or UserError saying why it cannot be."""
+def writable_dir(path: str, name: str) -> str:
+  """Creates directory `path` (named by flag `name` in errors) unless it exists, or raises
+  UserError saying why it cannot be written in."""
   try:
-    os.makedirs(holder.value, exist_ok=True)
+    os.makedirs(path, exist_ok=True)
   except OSError as e:
-    raise UserError(f'--{holder.name}: cannot create {holder.value} ({e.strerror})') from None
-  if not os.access(holder.value, os.W_OK):
-    raise UserError(f'--{holder.name}: cannot write in {holder.value}')
-  return holder.value
+    why = 'not a directory' if os.path.exists(path) else e.strerror
+    raise UserError(f'{name}: cannot create {path} ({why})') from None
+  if not os.access(path, os.W_OK):
+    raise UserError(f'{name}: cannot write in {path}')
+  return path
 
 
 def _fail(message: str):

@@ -158,7 +158,7 @@ def check_flags() -> None:
                                             'max_seconds', 'profile_top')))
   if FLAGS.memory_budget_gib < 0:
     raise UserError(f'--memory_budget_gib: must be >= 0, got {FLAGS.memory_budget_gib}')
-  cli.writable_dir(FLAGS['out_dir'])
+  cli.writable_dir(FLAGS.out_dir, '--out_dir')
 
 
 def input_sharding(name):

@@ -61,20 +61,10 @@ def check_flags() -> str:
     raise UserError(f'--workdir: {_WORKDIR.value} holds files this script did not make; it '
                     'empties its workdir, so give a new directory')
   shutil.rmtree(workdir, ignore_errors=True)
-  try:
-    os.makedirs(workdir)
-  except OSError as e:
-    raise UserError(f'--workdir: cannot create {_WORKDIR.value} ({e.strerror})') from None
+  cli.writable_dir(workdir, '--workdir')
   open(os.path.join(workdir, MARK), 'w').close()
   if _JSON.value:
-    directory = os.path.dirname(os.path.abspath(_JSON.value))
-    try:
-      os.makedirs(directory, exist_ok=True)
-    except OSError as e:
-      why = 'not a directory' if os.path.exists(directory) else e.strerror
-      raise UserError(f'--json: cannot write in {directory} ({why})') from None
-    if not os.access(directory, os.W_OK):
-      raise UserError(f'--json: cannot write in {directory}')
+    cli.writable_dir(os.path.dirname(os.path.abspath(_JSON.value)), '--json')
   return workdir
 
 

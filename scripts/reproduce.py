@@ -767,10 +767,7 @@ def main():
       print(f'not checked: {where}: {why}')
     return
   workdir = os.path.abspath(_WORKDIR.value)
-  try:
-    os.makedirs(workdir, exist_ok=True)
-  except OSError as e:
-    raise UserError(f'--workdir: cannot create {_WORKDIR.value} ({e.strerror})') from None
+  cli.writable_dir(workdir, '--workdir')
   print(f'{len(jobs)} jobs, ~{sum(j.minutes for j in jobs):g} min on the 2-core development VM',
         flush=True)
   results = []

@@ -697,7 +697,7 @@ def main():
     for point in points:
       print(shlex.join(point.command))
     return
-  cli.writable_dir(_WORKDIR)
+  cli.writable_dir(_WORKDIR.value, '--workdir')
   to_run = sum(not is_done(p) for p in points)
   parallel = _PARALLEL.value or max(1, min(len(available_cpus()), to_run))
   run_points(points, parallel)
