@@ -97,16 +97,10 @@ def main():
   if _KERNEL.value not in kernels.names():
     raise UserError(f'--kernel: unknown {_KERNEL.value!r}; allowed: '
                          f'{", ".join(kernels.names())}')
-  for name, values, allowed in (('causal', _CAUSAL.value, ('false', 'true')),
-                                ('passes', _PASSES.value, ('fwd', 'fwd_bwd'))):
-    if bad := [v for v in values if v not in allowed]:
-      raise UserError(f'--{name}: {bad[0]!r} is not one of {", ".join(allowed)}')
-  try:
-    lengths = [int(x) for x in _LENGTHS.value]
-  except ValueError:
-    raise UserError(f'--lengths: integers, got {",".join(_LENGTHS.value)}') from None
-  if _REPEATS.value < 1 or min(lengths, default=0) < 1:
-    raise UserError('--repeats and --lengths: positive integers')
+  cli.require_subset(_CAUSAL, ('false', 'true'))
+  cli.require_subset(_PASSES, ('fwd', 'fwd_bwd'))
+  lengths = cli.int_list(_LENGTHS)
+  cli.require_positive(_REPEATS)
   old_fn = load_at_revision(_REV.value, _KERNEL.value)
   new_fn = (load_at_revision(_AGAINST.value, _KERNEL.value) if _AGAINST.value
             else kernels.get(_KERNEL.value))

@@ -54,12 +54,11 @@ _MESHES = flags.DEFINE_list('meshes', [], 'Device meshes DATAxMODEL to time the 
 _JSON = flags.DEFINE_bool('json', False, 'Print one JSON object (else a readable summary).')
 
 
-def time_meshes(graphdef, rest, tx, config, params, batch) -> dict:
+def time_meshes(meshes, graphdef, rest, tx, config, params, batch) -> dict:
   """{mesh: median train-step seconds}, the meshes timed round-robin in one process."""
   steps, states, batches = {}, {}, {}
   host_params = jax.device_get(params)
-  for name in _MESHES.value:
-    data, model = (int(n) for n in name.split('x'))   # checked by check_flags
+  for name, (data, model) in meshes.items():
     mesh = sharding.make_mesh(data, model, jax.devices()[:data * model])
     state = step_lib.create_train_state(host_params, tx, config.seed)
     shardings = sharding.tree_shardings(state, mesh, fsdp=config.mesh.fsdp)
@@ -82,8 +81,9 @@ def time_meshes(graphdef, rest, tx, config, params, batch) -> dict:
 MEASUREMENTS = ('train', 'greedy', 'uncached', 'beam')
 
 
-def check_flags(config) -> list[tuple[int, int]]:
-  """Every flag a user can mistype, checked before anything compiles; the meshes parsed."""
+def check_flags(config) -> dict[str, tuple[int, int]]:
+  """Every flag a user can mistype, checked before anything compiles; returns the meshes
+  parsed, {'4x2': (4, 2), ...}."""
   cli.require_positive(_BATCH, _LENGTH, _BEAM, _DECODE_BATCH, _DECODE_LENGTH, _VOCAB,
                        _REPEATS, _DECODE_REPEATS)
   # The model and optimizer fields as train.py checks them, for the data this script feeds:
@@ -93,7 +93,7 @@ def check_flags(config) -> list[tuple[int, int]]:
   fed.data.max_length = max(_LENGTH.value, _DECODE_LENGTH.value)
   config_check.validate(fed)
   cli.require_subset(_SKIP, MEASUREMENTS)
-  meshes = []
+  meshes = {}
   for name in _MESHES.value:
     parts = name.split('x')
     if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
@@ -102,13 +102,13 @@ def check_flags(config) -> list[tuple[int, int]]:
     if data * model > jax.device_count():
       raise UserError(f'--meshes: {name} needs {data * model} devices, {jax.device_count()} '
                       'here (XLA_FLAGS=--xla_force_host_platform_device_count=N on a CPU)')
-    meshes.append((data, model))
+    meshes[name] = (data, model)
   return meshes
 
 
 def main():
   config = _CONFIG.value
-  check_flags(config)
+  meshes = check_flags(config)
   cfg = config.model
   if not cfg.vocab_size:
     cfg.vocab_size = _VOCAB.value
@@ -135,8 +135,8 @@ def main():
       holder[0], metrics = train_step(holder[0], batch)
       return metrics['loss']
 
-    if _MESHES.value:
-      result['meshes'] = time_meshes(graphdef, rest, tx, config, params, batch)
+    if meshes:
+      result['meshes'] = time_meshes(meshes, graphdef, rest, tx, config, params, batch)
       holder[0] = step_lib.create_train_state(params, tx, config.seed)
     seconds = median_seconds(one_step, _REPEATS.value)
     result['train_step_s'] = seconds
