@@ -6,7 +6,13 @@ WORKDIR ?= runs/default
 # Tests run on both cores; each worker is one process with its own XLA compile cache.
 PYTEST_WORKERS ?= 2
 
-.PHONY: install test train bench clean
+# What .ci/run runs on every other supported Python: the kernels and their sharding, the
+# checkpoints, and the end-to-end runs (training, resume, evaluation, several devices and
+# processes), where a jax, flax or orbax release differs first. About half the suite.
+COMPAT_TESTS ?= tests/test_kernels.py tests/test_approximate_kernels.py tests/test_beam_cache.py \
+	tests/test_sharding.py tests/test_checkpointing.py tests/test_train_eval.py tests/test_distributed.py
+
+.PHONY: install test test-compat train bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +24,9 @@ install: $(VENV)/.installed
 
 test: install
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --durations=25 tests
+
+test-compat: install
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --durations=10 $(COMPAT_TESTS)
 
 # The default experiment end to end: prepares the `lang` data into data/, trains the
 # mini Transformer into $(WORKDIR), then scores the longer-than-training test_long split
@@ -33,4 +42,4 @@ bench: install
 	    --config.model.positional=sinusoidal --json > results/bench_model/bench_model.json
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .venv-* .pytest_cache

@@ -229,17 +229,69 @@ def rng_to_seed(dropout_rng) -> Array:
 
 
 def full_like_inputs(shape, fill, *inputs, dtype=jnp.float32) -> Array:
-  """jnp.full(shape, fill, dtype), varying over every shard_map mesh axis that any array
-  in `inputs` (pytrees, None skipped) varies over.
+  """jnp.full(shape, fill, dtype), typed like what a loop computes from `inputs`
+  (pytrees, None skipped): varying over every shard_map mesh axis that any of them varies
+  over, and, under explicit sharding, split like the input it shares most leading axes
+  with (a loop carry [B, K, ...] of flash or linear: over batch and heads).
 
   A loop carry must keep one type across iterations. Inside shard_map, values computed
   from sharded inputs vary over the mesh axes, so a carry initialized with a plain
-  constant would not type-check; one built here has the type of what the loop computes.
-  Outside shard_map this is the constant (the added zeros fold away).
+  constant would not type-check; under explicit sharding, neither would a replicated one
+  (and dynamic_update_slice insists on equal shardings). Outside both this is the
+  constant (the added zeros fold away).
   """
+  leaves = jax.tree_util.tree_leaves(inputs)
   out = jnp.full(shape, fill, dtype)
-  for x in jax.tree_util.tree_leaves(inputs):
-    # Of the same shape: zeros_like keeps x's sharding too (explicit-sharding meshes).
+  for x in leaves:
     out = out + (jnp.zeros_like(x, dtype) if x.shape == tuple(shape)
                  else jax.lax.full_like(x, 0, dtype, shape))
-  return out
+  out = _vary_over(out, set().union(*(getattr(jax.typeof(x), 'vma', ()) for x in leaves)))
+  prefix = lambda x: next((a for a, (m, n) in enumerate(zip(shape, x.shape)) if m != n),
+                          min(len(shape), x.ndim))
+  explicit = [x for x in leaves if explicit_sharding(x) is not None]
+  return _reshard_like(out, max(explicit, key=prefix)) if explicit else out
+
+
+def _vary_over(out, axes):
+  """out marked as varying over the shard_map axes `axes` that it does not vary over yet
+  (jax < 0.7 does not carry that over from full_like of another shape)."""
+  missing = tuple(sorted(set(axes) - set(getattr(jax.typeof(out), 'vma', ()))))
+  if not missing:
+    return out
+  if hasattr(jax.lax, 'pvary'):   # jax < 0.8
+    return jax.lax.pvary(out, missing)
+  return jax.lax.pcast(out, missing, to='varying')
+
+
+def explicit_sharding(x):
+  """x's sharding if its type carries one over explicit mesh axes, else None."""
+  axis_type = getattr(jax.sharding, 'AxisType', None)
+  sharding = getattr(jax.typeof(x), 'sharding', None) if hasattr(jax, 'typeof') else None
+  mesh = getattr(sharding, 'mesh', None)
+  if axis_type is None or mesh is None:
+    return None
+  if not any(t == axis_type.Explicit for t in getattr(mesh, 'axis_types', ())):
+    return None
+  return sharding
+
+
+def _reshard_like(out, like):
+  """out split as `like` is on the leading axes where their sizes agree, whole on the
+  rest. Arithmetic with `like` does not always carry its sharding over: jax 0.12 traces
+  a custom_vjp's backward pass outside the mesh context, where zeros_like(like) comes
+  out replicated, and a constant of another shape always does."""
+  want = explicit_sharding(like)
+  spec = tuple(want.spec) + (None,) * (like.ndim - len(want.spec))
+  keep = 0
+  while keep < min(out.ndim, like.ndim) and out.shape[keep] == like.shape[keep]:
+    keep += 1
+  target = jax.sharding.NamedSharding(
+      want.mesh, jax.sharding.PartitionSpec(*(spec[:keep] + (None,) * (out.ndim - keep))))
+  have = getattr(jax.typeof(out), 'sharding', None)
+  padded = lambda p: tuple(p) + (None,) * (out.ndim - len(p))
+  if have is not None and padded(have.spec) == padded(target.spec):
+    return out
+  reshard = getattr(jax.sharding, 'reshard', None)
+  if reshard is None:   # jax < 0.7
+    from jax.experimental.shard import reshard
+  return reshard(out, target)

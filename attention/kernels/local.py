@@ -26,6 +26,19 @@ def window_bounds(window_size=DEFAULT_WINDOW, is_causal=False) -> tuple[int, int
   return left, 0 if is_causal else right
 
 
+def _slabs(x_BS, gather_idx):
+  """x [B, S, ...] -> [B, nq, span, ...]: the keys (or their segment ids) each query block
+  reaches. Under explicit sharding the gather is told to keep x's split of the batch and
+  the trailing axes (heads); jax < 0.7 refuses to guess it."""
+  sharding = common.explicit_sharding(x_BS)
+  if sharding is None:
+    return x_BS[:, gather_idx]
+  spec = tuple(sharding.spec) + (None,) * (x_BS.ndim - len(sharding.spec))
+  out = jax.sharding.NamedSharding(sharding.mesh,
+                                   jax.sharding.PartitionSpec(spec[0], None, None, *spec[2:]))
+  return x_BS.at[:, gather_idx].get(out_sharding=out)
+
+
 def local_attention(query, key, value, *, mask=None, bias=None, is_causal=False, scale=None,
                     q_segment_ids=None, kv_segment_ids=None, q_lengths=None, kv_lengths=None,
                     alibi_slopes=None, dropout_rate=0.0, dropout_rng=None, window_size=DEFAULT_WINDOW,
@@ -52,14 +65,14 @@ def local_attention(query, key, value, *, mask=None, bias=None, is_causal=False,
   # Key slab of block i covers key positions i * bq - left + [0, span).
   kv_pos = jnp.arange(nq)[:, None] * bq - left + jnp.arange(span)[None, :]   # [nq, span]
   gather_idx = jnp.clip(kv_pos, 0, dims.kv_len - 1)
-  k_slabs = key[:, gather_idx]        # [B, nq, span, K, H]
-  v_slabs = value[:, gather_idx]      # [B, nq, span, K, Hv]
+  k_slabs = _slabs(key, gather_idx)        # [B, nq, span, K, H]
+  v_slabs = _slabs(value, gather_idx)      # [B, nq, span, K, Hv]
   q_pos = jnp.arange(nq)[:, None] * bq + jnp.arange(bq)[None, :]             # [nq, bq]
   kv_valid = jnp.full((dims.batch,), dims.kv_len) if kv_lengths is None else jnp.minimum(
       kv_lengths, dims.kv_len)
   if q_segment_ids is not None:
     q_seg = jnp.pad(q_segment_ids, [(0, 0), (0, nq * bq - dims.q_len)]).reshape(dims.batch, nq, bq)
-    kv_seg = kv_segment_ids[:, gather_idx]
+    kv_seg = _slabs(kv_segment_ids, gather_idx)
   else:
     q_seg = kv_seg = None
 
