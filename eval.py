@@ -16,7 +16,7 @@ os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 from absl import flags  # noqa: E402
 
 from attention import cli  # noqa: E402
-from attention.errors import UserError  # noqa: E402
+from attention import UserError  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory written by train.py.')
 _SPLIT = flags.DEFINE_string('split', 'test', 'Split to evaluate.')
@@ -74,7 +74,8 @@ def main():
   lines = read_lines(_INPUT.value) if _INPUT.value else None
 
   from attention.data import tasks
-  from attention.training import checkpointing, run_dir, trainer
+  from attention.evaluation import evaluator as evaluator_lib
+  from attention.training import checkpointing, run_dir
 
   config = run_dir.load_config(workdir) if os.path.isdir(workdir) else None
   tokenizer = tasks.load_tokenizer(workdir) if config is not None else None
@@ -88,7 +89,8 @@ def main():
     state, step = ckpts.restore(checkpointing.abstract(state), which=which)
   finally:
     ckpts.close()
-  evaluator = trainer.make_evaluator(config, graphdef, rest, tokenizer, beam_size=_BEAM.value)
+  evaluator = evaluator_lib.Evaluator.from_config(config, graphdef, rest, tokenizer,
+                                                 beam_size=_BEAM.value)
 
   if lines is not None:
     limit = config.data.max_length
@@ -106,7 +108,7 @@ def main():
 
   if _DATA_DIR.value:
     config.data.data_dir = _DATA_DIR.value
-  data = trainer.load_data(config)
+  data = tasks.load_for(config)
   if _SPLIT.value not in data.sources:
     raise UserError(f'--split={_SPLIT.value!r}: allowed: {", ".join(sorted(data.sources))}')
   pairs = data.texts(_SPLIT.value, _NUM.value)
@@ -117,7 +119,6 @@ def main():
           else 'this model has no attention weights to plot')
     return
   metrics, rows, signatures = evaluator.evaluate(state.params, pairs)
-  from attention.evaluation import evaluator as evaluator_lib
   path = evaluator_lib.write_results(
       workdir, _SPLIT.value, step, metrics, rows, signatures,
       extra={'checkpoint': str(which), 'beam_size': evaluator.beam_size})
@@ -131,11 +132,11 @@ def main():
 
 def plot_attention(config, graphdef, rest, params, tokenizer, pairs, prefix):
   import numpy as np
-  from attention import interpret
+  from attention.models import interpret
   from attention.data import pipeline
   from attention.evaluation import plots
-  from attention.training import step as step_lib
-  model = step_lib.merge_model(graphdef, params, rest)
+  from attention.models import merge_model
+  model = merge_model(graphdef, params, rest)
   paths = []
   for i, (source, target) in enumerate(pairs):
     ex = pipeline.encode_pair(tokenizer, source, target)

@@ -13,7 +13,7 @@ os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 from absl import flags  # noqa: E402
 
 from attention import cli  # noqa: E402
-from attention.errors import UserError  # noqa: E402
+from attention import UserError  # noqa: E402
 
 _CONFIG = cli.define_config_flag()
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, logs, results.')
@@ -25,6 +25,9 @@ _COORDINATOR = flags.DEFINE_string(
     'read, or the run is a single process.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Several processes: how many.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'Several processes: this one, 0-based.')
+_RECORD_MACHINE = flags.DEFINE_bool(
+    'record_machine', False, 'Write WORKDIR/machine.json (CPU, vector ISA, devices) at every '
+    'start, for tools that compare step times across runs (scripts/sweep.py sets it).')
 _CACHE = flags.DEFINE_string('compilation_cache', None,
                              f'JAX compilation cache directory (default {cli.DEFAULT_CACHE}; '
                              "'off' disables it).")
@@ -48,7 +51,11 @@ def main():
   cli.check_creatable(_WORKDIR.value, '--workdir')
   cli.check_creatable(_CONFIG.value.data.data_dir, 'config.data.data_dir')
   cli.enable_compilation_cache(_CACHE.value)
-  trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  on_start = None
+  if _RECORD_MACHINE.value:
+    from attention.bench import machine
+    on_start = machine.write
+  trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value, on_start=on_start)
 
 
 if __name__ == '__main__':

@@ -7,7 +7,7 @@ import importlib.util
 import os
 import sys
 
-from attention.errors import UserError
+from attention import UserError
 
 DEFAULT_CACHE = os.path.join(os.environ.get('XDG_CACHE_HOME', os.path.expanduser('~/.cache')),
                              'attention', 'jax')

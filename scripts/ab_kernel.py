@@ -33,8 +33,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from attention import cli, kernels  # noqa: E402
-from attention.errors import UserError  # noqa: E402
-from attention import machine  # noqa: E402
+from attention import UserError  # noqa: E402
+from attention.bench import machine  # noqa: E402
 
 _REV = flags.DEFINE_string('rev', None, 'The git revision to compare with (a commit, tag, HEAD~1).')
 _AGAINST = flags.DEFINE_string('against', None,

@@ -15,7 +15,7 @@ torch is installed (`pip install -e '.[bench]'`). Peak RSS comes from a fresh
 subprocess per point (--rss_lengths), since a process's peak never goes down. `cores`
 is the process's CPU time over the wall time of a call (median): how many cores it kept
 busy. --profile traces each JAX candidate instead and splits its time over XLA's
-operations (attention/op_profile.py): matrix products, exp, reductions, data movement.
+operations (attention/bench/op_profile.py): matrix products, exp, reductions, data movement.
 """
 
 from __future__ import annotations
@@ -44,10 +44,10 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from attention import cli, kernels  # noqa: E402
-from attention.errors import UserError  # noqa: E402
+from attention import UserError  # noqa: E402
 from attention.kernels import head_parallel  # noqa: E402
-from attention import machine  # noqa: E402
-from attention import op_profile  # noqa: E402
+from attention.bench import machine  # noqa: E402
+from attention.bench import op_profile  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list('lengths', ['256', '1024', '4096', '16384'], 'Sequence lengths (q = kv).')

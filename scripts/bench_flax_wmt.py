@@ -15,7 +15,7 @@ What is timed, for the Flax example and for our model with each of --kernels:
   paper's betas and the config's schedule), and the Flax side the example's own model;
 - beam search (--beam, alpha 0.6) of --decode_batch random sources, --decode_length tokens
   each, through each side's own beam search and cache: the Flax example's
-  `decode.beam_search` with its decode-mode cache, and ours `attention.decoding.beam_search`.
+  `decode.beam_search` with its decode-mode cache, and ours `attention.models.decoding.beam_search`.
   EOS is an id neither model can emit, so every call does the same work;
 - ours also: cached and uncached greedy decoding of the same sources (the example has no
   greedy decoder).
@@ -51,9 +51,11 @@ from flax import nnx  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from attention import cli, decoding, kernels, machine, models  # noqa: E402
-from attention.errors import UserError  # noqa: E402
-from attention.benchmark_inputs import median_seconds, random_pairs, random_tokens  # noqa: E402
+from attention import cli, kernels, models  # noqa: E402
+from attention.bench import machine  # noqa: E402
+from attention.models import decoding  # noqa: E402
+from attention import UserError  # noqa: E402
+from attention.bench.inputs import median_seconds, random_pairs, random_tokens  # noqa: E402
 from attention.training import optimizer, step as step_lib  # noqa: E402
 
 _CONFIG = cli.define_config_flag(

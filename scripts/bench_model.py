@@ -33,9 +33,11 @@ from flax import nnx  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from attention import cli, decoding, machine, models  # noqa: E402
-from attention.errors import UserError  # noqa: E402
-from attention.benchmark_inputs import median_seconds, random_pairs, random_tokens  # noqa: E402
+from attention import cli, models  # noqa: E402
+from attention.bench import machine  # noqa: E402
+from attention.models import decoding  # noqa: E402
+from attention import UserError  # noqa: E402
+from attention.bench.inputs import median_seconds, random_pairs, random_tokens  # noqa: E402
 from attention.training import config_check, optimizer, sharding, step as step_lib  # noqa: E402
 
 _CONFIG = cli.define_config_flag('Experiment config (only model and train are used).',

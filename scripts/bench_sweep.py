@@ -24,8 +24,9 @@ from absl import flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from attention import cli, machine  # noqa: E402
-from attention.errors import UserError  # noqa: E402
+from attention import cli  # noqa: E402
+from attention.bench import machine  # noqa: E402
+from attention import UserError  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string('workdir', '/tmp/bench_sweep', 'Scratch directory, emptied: '
                                 'new, or one this script made before.')

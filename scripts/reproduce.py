@@ -13,7 +13,7 @@ from the file the job writes now, and checks them against its tolerance:
   timings   only ratios taken inside one run (flash against jax.nn in the same process),
             compared relatively: the development VM drifts by 10-30% in absolute speed;
             and only with a recording from the same kind of machine (vector ISA and
-            devices, attention/machine.py): x/bench.json is the first recording,
+            devices, attention/bench/machine.py): x/bench.json is the first recording,
             x/bench.avx2.json the same job recorded on an AVX2 host (a study's
             machine is in the machine.json beside its results.csv). Without one, the
             claim is reported as not comparable, neither passed nor failed
@@ -58,8 +58,9 @@ from absl import flags
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)   # configs/ from a checkout
 RESULTS = os.path.join(ROOT, 'results')
-from attention import cli, machine  # noqa: E402
-from attention.errors import UserError  # noqa: E402
+from attention import cli  # noqa: E402
+from attention.bench import machine  # noqa: E402
+from attention import UserError  # noqa: E402
 PY = sys.executable
 
 _WORKDIR = flags.DEFINE_string('workdir', 'runs/reproduce', 'Where the jobs write their output.')
@@ -103,7 +104,7 @@ class Claim:
   rel: float = 0.0                # pass if |now - recorded| <= rel * |recorded| + abs
   abs: float = 0.0
   where: str = ''                 # where the number is quoted
-  # Compared only with a recording from a machine of one kind (attention.machine): timings,
+  # Compared only with a recording from a machine of one kind (attention.bench.machine): timings,
   # and the quality numbers of a single short training run, which another vector ISA's
   # rounding moves past any useful tolerance (the studies' seed means are compared anywhere).
   same_machine: bool = False
@@ -664,7 +665,7 @@ def _other_recordings(claim: Claim, here: dict | None):
 
 def for_machine(recorded_path: str, produced_machine: dict | None) -> str:
   """Where the recording from a machine of another kind lives: x/bench.json is the first
-  recording, x/bench.avx2.json the same job recorded on an AVX2 machine (attention.machine);
+  recording, x/bench.avx2.json the same job recorded on an AVX2 machine (attention.bench.machine);
   a study is one directory described by its machine.json, so studies/s/results.csv from
   an AVX2 machine lives in studies/s/avx2/results.csv.
   """

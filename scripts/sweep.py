@@ -32,7 +32,7 @@ DIR/summary.md hold a row per setting of the other keys: the number of seeds don
 each metric's mean, min and max over them; the plots then draw the means, with the
 min-max range as error bars (results.png, results_by_length.png) and one colour per
 setting (curves.png).
-DIR/machine.json the kind of machine the points were timed on (attention/machine.py;
+DIR/machine.json the kind of machine the points were timed on (attention/bench/machine.py;
 isa 'mixed' when points ran on different kinds, so that their step times are not compared).
 Exit status: 0 when every point is done, 1 when any failed (the others still run).
 """
@@ -62,8 +62,9 @@ sys.path.insert(0, ROOT)   # `attention` and `configs` from a checkout
 
 from ml_collections import config_flags  # noqa: E402
 
-from attention import cli, machine  # noqa: E402
-from attention.errors import UserError  # noqa: E402
+from attention import cli  # noqa: E402
+from attention.bench import machine  # noqa: E402
+from attention import UserError  # noqa: E402
 from attention.training import metric_writer  # noqa: E402
 from configs import sweeps  # noqa: E402
 
@@ -258,7 +259,8 @@ def make_points(workdir: str) -> list[Point]:
                       f'points {names[name]} and {overrides} have one directory name {name!r}')
     names[name] = overrides
     point_dir = os.path.join(workdir, name)
-    command = [sys.executable, os.path.relpath(TRAIN), *config_args, f'--workdir={point_dir}']
+    command = [sys.executable, os.path.relpath(TRAIN), *config_args, '--record_machine',
+               f'--workdir={point_dir}']
     points.append(Point(overrides, name, point_dir, command))
   return points
 

@@ -83,3 +83,27 @@ def linear_attention(q, k, v, *, is_causal=False, q_lengths=None, kv_lengths=Non
   den = w.sum(-1)[..., None]
   out = np.einsum('bnqk,bknv->bnqv', w / np.where(den > 0, den, 1.0), vr)
   return out.transpose(0, 2, 1, 3)
+
+
+def _mix32(x):
+  """The 'lowbias32' finalizer on uint32 (wrapping arithmetic)."""
+  x = x ^ (x >> np.uint32(16))
+  x = x * np.uint32(0x7FEB352D)
+  x = x ^ (x >> np.uint32(15))
+  x = x * np.uint32(0x846CA68B)
+  return x ^ (x >> np.uint32(16))
+
+
+def dropout_keep(seed, rate, batch, num_heads, q_len, kv_len):
+  """The attention-dropout contract, stated independently of the kernels: weight (b, n,
+  i, j) is kept iff a 32-bit hash of (seed, b * num_heads + n, i, j) is at least
+  rate * 2^32. [B, N, Tq, Tk] booleans."""
+  s0, s1 = (np.uint32(x) for x in np.asarray(seed, np.uint32).reshape(-1)[:2])
+  with np.errstate(over='ignore'):
+    bn = np.arange(batch * num_heads, dtype=np.uint32).reshape(batch, num_heads)
+    h = _mix32(_mix32(bn ^ s0) + s1)[:, :, None, None]
+    rows = np.arange(q_len, dtype=np.uint32) * np.uint32(0x9E3779B9)
+    cols = _mix32(np.arange(kv_len, dtype=np.uint32) + np.uint32(0x632BE5AB))
+    h = _mix32(h ^ rows[:, None])
+    h = _mix32(h ^ cols[None, :])
+  return h >= np.uint32(min(int(rate * 2.0**32), 2**32 - 1))

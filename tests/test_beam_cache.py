@@ -1,5 +1,8 @@
 """The shared beam cache step against attention over each beam's explicitly gathered history."""
 
+import os
+import secrets
+
 import numpy as np
 import pytest
 
@@ -37,7 +40,9 @@ def gathered_reference(q, k, v, ancestry, kv_length, bias=None, mask=None, featu
 
 @pytest.mark.parametrize('case', ['softmax', 'gqa', 'alibi+window', 'linear', 'one_beam'])
 def test_matches_attention_over_gathered_history(case):
-  rng = np.random.default_rng()
+  seed = int(os.environ.get('ATTENTION_TEST_SEED', secrets.randbits(32)))
+  print(f'seed {seed} (ATTENTION_TEST_SEED={seed} replays it)')
+  rng = np.random.default_rng(seed)
   b, beams, t, n, kh, h, dv = 2, 3, 7, 4, 4, 5, 6
   if case == 'gqa':
     kh = 2

@@ -1,13 +1,14 @@
 """The benchmark script runs end to end and writes what BENCHMARKS.md is made from."""
 
 import json
+import math
 import os
 import subprocess
 import sys
 
 import pytest
 
-from attention import op_profile
+from attention.bench import op_profile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -46,10 +47,13 @@ def test_heads_over_two_forced_devices(tmp_path):
   assert sorted(rows) == sorted((c, p) for c in ('flash', 'flash@heads', 'jax.nn@heads')
                                 for p in ('fwd', 'fwd_bwd'))
   assert all(r['seconds'] > 0 and r['gflops'] > 0 for r in rows.values())
-  # Process CPU time advances in scheduler ticks (4 ms at HZ=250), so for these
-  # sub-millisecond calls the ratio reads 0 or several cores: only its presence and sign
-  # are checkable here. The recorded 4096 runs (1.8-2.0 cores) are where it means something.
-  assert all(r['cores_busy'] >= 0 for r in rows.values())
+  # Process CPU time advances in scheduler ticks, so for these sub-millisecond calls the
+  # ratio reads 0 or several cores: its value means something only in the recorded long
+  # runs (BENCHMARKS.md). Here: every row has one, a finite number, and the table shows it.
+  table = (tmp_path / 'bench.md').read_text()
+  for r in rows.values():
+    assert isinstance(r['cores_busy'], float) and math.isfinite(r['cores_busy']), r
+    assert f"{r['cores_busy']:.2f}" in table
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from attention.errors import UserError
+from attention import UserError
 from attention.training import checkpointing
 from tests import e2e
 

@@ -1,8 +1,12 @@
 """Config strings, presets and the field checks behind train.py's error messages."""
 
+import json
+import os
+import re
+
 import pytest
 
-from attention.errors import UserError
+from attention import UserError
 from attention.training import config_check
 from configs import default, models
 
@@ -20,14 +24,16 @@ def test_defaults_are_the_papers_optimizer_and_a_1x1_mesh():
   config = default.get_config()
   assert (config.task, config.model.preset) == ('lang', 'mini')
   assert (config.train.b1, config.train.b2, config.train.eps) == (0.9, 0.98, 1e-9)
-  assert config.train.schedule in ('rsqrt', 'cosine', 'constant')
+  assert config.train.schedule == 'rsqrt'   # the paper's warm-up then inverse square root
   assert config_check.mesh_shape(config.mesh, 1) == (1, 1)
   assert config_check.mesh_shape(config.mesh, 8) == (8, 1)
 
 
-@pytest.mark.parametrize('arg', ['task', 'task=lang,model', 'size=big', 'task=french'])
-def test_bad_config_strings(arg):
-  with pytest.raises(ValueError):
+@pytest.mark.parametrize('arg,words', [
+    ('task', 'task'), ('task=lang,model', 'model'), ('size=big', 'size'),
+    ('task=french', 'french')])
+def test_bad_config_strings(arg, words):
+  with pytest.raises(ValueError, match=words):
     default.get_config(arg)
 
 
@@ -98,3 +104,25 @@ def test_extending_a_cosine_run_warns_that_the_decay_jumps(tmp_path, monkeypatch
   assert len(messages) == int(warns), messages
   if warns:
     assert 'train.num_steps changed from 300 to 600' in messages[0] and 'cosine' in messages[0]
+
+
+def test_the_default_configs_docstring_quotes_the_recorded_results():
+  """configs/default.py's results are the recorded runs' (results/train/), to 2 decimals."""
+  import configs.default
+  doc = configs.default.__doc__
+  results = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                         'results', 'train')
+  quoted = {
+      ('default', 'test'): r'make train .*?: test BLEU ([\d.]+), exact match ([\d.]+)%',
+      ('default', 'test_long'): r'test_long BLEU ([\d.]+), exact match ([\d.]+)%',
+      ('copy_tiny', 'test'): r'task=copy,model=tiny: test BLEU ([\d.]+), exact match ([\d.]+)%',
+      ('reverse_tiny', 'test'): r'task=reverse,model=tiny: test BLEU ([\d.]+), exact match '
+                                r'([\d.]+)%',
+  }
+  for (job, split), pattern in quoted.items():
+    match = re.search(pattern, doc, flags=re.S)
+    assert match, (job, split, 'not quoted')
+    with open(os.path.join(results, job, f'{split}.json')) as f:
+      recorded = json.load(f)
+    assert (match.group(1), match.group(2)) == (f'{recorded["bleu"]:.2f}',
+                                                f'{recorded["exact_match"]:.2f}'), (job, split)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from attention import decoding, kernels, models
+from attention import kernels, models
+from attention.models import decoding
 from configs import models as model_configs
 
 VOCAB = 13

@@ -116,10 +116,9 @@ def numpy_result(q, k, v, bias, kw, cotangent):
       q_segment_ids=kw.get('q_segment_ids'), kv_segment_ids=kw.get('kv_segment_ids'))
   keep = None
   if kw.get('dropout_rate'):
-    keep = dropout_lib.keep_mask(
-        kernels.common.rng_to_seed(kw['dropout_rng']), kw['dropout_rate'], n,
-        jnp.arange(tq), jnp.arange(tk), b, k.shape[2])
-    keep = np.asarray(keep).reshape(b, n, tq, tk)
+    # The mask from the contract's own statement, not from the code under test.
+    keep = npa.dropout_keep(kernels.common.rng_to_seed(kw['dropout_rng']), kw['dropout_rate'],
+                            b, n, tq, tk)
   to64 = lambda x: None if x is None else np.asarray(x, np.float64)
   fwd = npa.Attention(to64(q), to64(k), to64(v), allowed=allowed, bias=to64(bias),
                       alibi_slopes=kw.get('alibi_slopes'), keep=keep,
@@ -348,15 +347,24 @@ def test_flash_eager_equals_jit():
 
 
 def test_fully_masked_rows_are_zero_with_finite_gradients():
+  """Rows past a query length, and every row of a batch entry with no keys, are zero, and
+  so are their gradients and those of keys no query sees (padding case: q_lengths
+  [26, 5, 17], kv_lengths [31, 0, 12])."""
   rng, _ = fresh_rng()
-  q, k, v, _, kw, cotangent = make_case('padding', rng)  # batch 1 has kv_lengths 0
+  q, k, v, _, kw, cotangent = make_case('padding', rng)
   for name in kernels.EXACT:
-    out, grads = call_kernel('flash' if name == 'flash' else name, 'padding', q, k, v, None,
-                             kw, cotangent)
-    assert np.all(np.asarray(out)[1] == 0.0), name
-    assert np.all(np.asarray(out)[0, 26:] == 0.0), name
-    for g in grads[:3]:
+    out, grads = call_kernel(name, 'padding', q, k, v, None, kw, cotangent)
+    out = np.asarray(out)
+    dq, dk, dv = (np.asarray(g) for g in grads[:3])
+    for g in (dq, dk, dv):
       assert np.all(np.isfinite(g)), name
+    assert np.all(out[1] == 0.0) and np.all(dq[1] == 0.0), name      # no keys at all
+    assert np.all(dk[1] == 0.0) and np.all(dv[1] == 0.0), name
+    assert np.all(out[2, 17:] == 0.0) and np.all(dq[2, 17:] == 0.0), name   # padded queries
+    assert np.all(dk[2, 12:] == 0.0) and np.all(dv[2, 12:] == 0.0), name    # padded keys
+    # The rest is not zero, so the checks above see rows that could have been wrong.
+    assert np.all(np.abs(out[2, :17]).max(axis=(-1, -2)) > 0), name
+    assert np.all(np.abs(dk[2, :12]).max(axis=(-1, -2)) > 0), name
 
 
 def test_dropout_drops_the_requested_fraction_and_is_deterministic():
@@ -369,6 +377,28 @@ def test_dropout_drops_the_requested_fraction_and_is_deterministic():
   other = dropout_lib.keep_mask(kernels.common.rng_to_seed(jax.random.key(4)), 0.25, 8,
                                 jnp.arange(256), jnp.arange(256), 2, 4)
   assert 0.3 < np.mean(keep != other) < 0.45  # independent masks disagree 2 p (1 - p) = 37.5%
+
+
+def test_dropout_mask_is_the_contracts_and_independent_across_rows_and_heads():
+  """keep_mask against its independent statement (tests/numpy_attention.py) on a block
+  away from the origin, with grouped heads; then what a wrong mask would break: rows and
+  heads of one seed disagree as independent draws do (2 p (1 - p)), and a block is the
+  slice of the whole."""
+  rng, seed_int = fresh_rng()
+  seed = kernels.common.rng_to_seed(jax.random.key(int(rng.integers(1 << 30))))
+  rate, b, n, kh = 0.3, 3, 6, 2
+  q_pos, kv_pos = jnp.arange(40, 104), jnp.arange(17, 145)
+  got = np.asarray(dropout_lib.keep_mask(seed, rate, n, q_pos, kv_pos, b, kh))
+  want = npa.dropout_keep(seed, rate, b, n, 104, 145)[:, :, 40:, 17:]
+  assert np.array_equal(got.reshape(b, n, 64, 128), want), f'seed {seed_int}'
+  whole = np.asarray(dropout_lib.keep_mask(seed, rate, n, jnp.arange(104), jnp.arange(145), b, kh))
+  assert np.array_equal(whole.reshape(b, n, 104, 145)[:, :, 40:, 17:], got.reshape(b, n, 64, 128))
+  flat = want.reshape(b * n, -1)
+  expected = 2 * rate * (1 - rate)   # 8192 draws a pair: std of the rate ~ 0.005
+  for x in range(b * n):
+    assert abs(1 - flat[x].mean() - rate) < 0.03, (x, f'seed {seed_int}')
+    for y in range(x):
+      assert abs(np.mean(flat[x] != flat[y]) - expected) < 0.03, (x, y, f'seed {seed_int}')
 
 
 def test_flash_memory_is_linear_in_length():

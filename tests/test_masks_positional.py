@@ -1,4 +1,4 @@
-"""Masks and positional encodings against direct definitions."""
+"""The kernels' visibility rule and the positional encodings against direct definitions."""
 
 import math
 
@@ -7,33 +7,37 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from attention import kernels, masks, positional
+from attention import kernels
+from attention.models import positional
 from tests.test_kernels import fresh_rng, rel_err
 
 
-def test_causal_mask_with_offset_is_the_decoding_view():
-  full = np.asarray(masks.make_causal_mask(6))[0, 0]
+def _visible(*args, **kw):
+  """common.visible over whole rows, as [B?, Tq, Tk] (the grouped head axes dropped)."""
+  return np.asarray(kernels.common.visible(*args, **kw))
+
+
+def test_causal_rule_with_offset_is_the_decoding_view():
+  full = _visible(jnp.arange(6), jnp.arange(6), is_causal=True)
   assert np.array_equal(full, np.tril(np.ones((6, 6), bool)))
   # Queries 4 and 5 of a 6-long sequence (e.g. during cached decoding) see keys <= their position.
-  tail = np.asarray(masks.make_causal_mask(2, 6, offset=4))[0, 0]
+  tail = _visible(jnp.arange(4, 6), jnp.arange(6), is_causal=True)
   assert np.array_equal(tail, full[4:])
 
 
-def test_padding_length_and_segment_masks():
-  tokens = np.array([[5, 3, 0, 0], [7, 0, 0, 0]])
-  valid = tokens != 0
-  padding = np.asarray(masks.make_padding_mask(valid, valid))
-  lengths = np.asarray(masks.make_length_mask(jnp.array([2, 1]), jnp.array([2, 1]), 4, 4))
-  assert padding.shape == (2, 1, 4, 4)
-  assert np.array_equal(padding, lengths)
-  assert padding[0, 0, 1, 1] and not padding[0, 0, 1, 2] and not padding[1, 0, 0, 1]
-  seg = np.array([[1, 1, 2, 2, 0]])
-  segment = np.asarray(masks.make_segment_mask(seg, seg))[0, 0]
-  assert np.array_equal(segment, seg[0][:, None] == seg[0][None, :])
-  both = np.asarray(masks.combine_masks(masks.make_segment_mask(seg, seg), None,
-                                        masks.make_causal_mask(5)))[0, 0]
-  assert np.array_equal(both, segment & np.tril(np.ones((5, 5), bool)))
-  assert masks.combine_masks(None, None) is None
+def test_length_and_segment_rules():
+  lengths = jnp.array([2, 1])
+  by_length = _visible(jnp.arange(4), jnp.arange(4), q_lengths=lengths, kv_lengths=lengths)
+  valid = np.array([[1, 1, 0, 0], [1, 0, 0, 0]], bool)
+  want = valid[:, :, None] & valid[:, None, :]
+  assert np.array_equal(by_length.reshape(2, 4, 4), want)
+  seg = jnp.array([[1, 1, 2, 2, 0]])
+  segment = _visible(jnp.arange(5), jnp.arange(5), q_segment_ids=seg, kv_segment_ids=seg)
+  assert np.array_equal(segment.reshape(5, 5), np.asarray(seg[0][:, None] == seg[0][None, :]))
+  both = _visible(jnp.arange(5), jnp.arange(5), is_causal=True, q_segment_ids=seg,
+                  kv_segment_ids=seg)
+  assert np.array_equal(both.reshape(5, 5), segment.reshape(5, 5) & np.tril(np.ones((5, 5), bool)))
+  assert kernels.common.visible(jnp.arange(3), jnp.arange(3)) is None
 
 
 def test_sinusoidal_encoding_is_the_papers_formula():

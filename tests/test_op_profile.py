@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from attention import op_profile
+from attention.bench import op_profile
 
 M, K, N, STEPS = 24, 40, 56, 5
 

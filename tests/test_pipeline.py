@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from attention.data import pipeline, tokenizers, toy_translation
-from attention.tokens import BOS_ID, EOS_ID, PAD_ID
+from attention import BOS_ID, EOS_ID, PAD_ID
 
 
 @pytest.fixture(scope='module')
@@ -86,6 +86,13 @@ def test_length_filter_drops_long_pairs(corpus):
         assert len(src) <= 12 and len(tgt_out) <= 12
   short = [p for p in pairs if len(vocab.encode(p[0])) < 12 and len(vocab.encode(p[1])) < 12]
   assert 0 < len(short) < len(pairs)
+  # The long pairs are dropped, not cut to fit: every source read back is a whole short
+  # source, and none of the long ones appears.
+  whole = {tuple(vocab.encode(s)) + (EOS_ID,) for s, _ in short}
+  long_ = {tuple(vocab.encode(s)) + (EOS_ID,) for s, t in pairs if (s, t) not in set(short)}
+  seen = {tuple(np.asarray(src).tolist()) for b in batches for row in range(8)
+          for src, _, _, _, _ in segments(b, row)}
+  assert seen and seen <= whole and not seen & (long_ - whole)
 
 
 def test_order_is_a_function_of_the_seed_and_resumes_exactly(corpus):

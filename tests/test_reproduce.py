@@ -303,7 +303,7 @@ def test_seed_means_are_compared_on_any_machine_within_the_seeds_range(tmp_path)
 
 
 def test_machine_kind_is_the_vector_isa_and_devices():
-  from attention import machine
+  from attention.bench import machine
   here = machine.cpu()
   assert here['isa'] in ('avx512', 'avx2') or here['isa'] == os.uname().machine, here
   zen5 = {'isa': 'avx512', 'cpu_id': 'family 26 model 2', 'devices': ['cpu']}

@@ -91,7 +91,7 @@ def test_sweep_runs_every_point_and_tabulates(lr_sweep):
   assert (workdir / 'curves.png').read_bytes()[:4] == b'\x89PNG'
   assert 'plot:' in stdout
   # Each run says what it was timed on; the sweep, the one kind all its points ran on.
-  from attention import machine
+  from attention.bench import machine
   ran_on = json.loads((workdir / names[0] / 'machine.json').read_text())
   assert ran_on['isa'] == machine.cpu()['isa'] and ran_on['devices'] and ran_on['cores'] >= 1
   assert json.loads((workdir / 'machine.json').read_text()) == ran_on
@@ -144,10 +144,10 @@ def test_print_commands_runs_nothing(tmp_path):
   assert first[1] == 'train.py' and first[2] == COPY_TINY
   assert first[3:] == ['--config.train.num_steps=7', '--config.train.schedule=cosine',
                        '--config.data.bucket_boundaries=(8, 16)', '--config.model.num_layers=1',
-                       '--config.model.d_ff=64',
+                       '--config.model.d_ff=64', '--record_machine',
                        f'--workdir={workdir}/train.schedule=cosine,data.bucket_boundaries=_8,16_,'
                        'model.num_layers=1,model.d_ff=64']
-  assert [c[-3:-1] for c in commands] == [
+  assert [c[-4:-2] for c in commands] == [
       ['--config.model.num_layers=1', '--config.model.d_ff=64'],
       ['--config.model.num_layers=2', '--config.model.d_ff=128']] * 2
   assert [c[4] for c in commands] == ['--config.train.schedule=cosine'] * 2 + [
@@ -164,7 +164,8 @@ def test_sweep_file_points_and_commands(tmp_path):
   lines = out.stdout.splitlines()
   assert len(lines) == 6
   assert lines[5].endswith('--config.model.num_layers=2 --config.train.learning_rate=0.01 '
-                           '--config.train.warmup_steps=100 --workdir=' + str(tmp_path / 'file') +
+                           '--config.train.warmup_steps=100 --record_machine --workdir=' +
+                           str(tmp_path / 'file') +
                            '/model.num_layers=2,train.learning_rate=0.01,train.warmup_steps=100')
 
 

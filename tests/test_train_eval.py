@@ -27,7 +27,8 @@ def tiny_run(data_dir, once):
   stdout of the first and of the resume."""
   def build(root):
     common = TINY + [f'--config.data.data_dir={data_dir}']
-    out = e2e.run('train.py', *common, '--config.train.num_steps=12', f'--workdir={root / "straight"}')
+    out = e2e.run('train.py', *common, '--config.train.num_steps=12', f'--workdir={root / "straight"}',
+                  '--record_machine')
     assert out.returncode == 0, out.stderr[-3000:]
     first = e2e.run('train.py', *common, '--config.train.num_steps=6', f'--workdir={root / "resumed"}')
     assert first.returncode == 0, first.stderr[-3000:]
@@ -58,11 +59,12 @@ def final_params(workdir):
 
 @pytest.mark.slow
 def test_run_writes_everything(tiny_run):
-  straight, _, out, _ = tiny_run
+  straight, resumed, out, _ = tiny_run
   for name in ('config.json', 'vocab.json', 'metrics.jsonl', 'eval/test.json', 'eval/test.tsv'):
     assert (straight / name).exists(), name
-  ran_on = json.loads((straight / 'machine.json').read_text())
+  ran_on = json.loads((straight / 'machine.json').read_text())   # --record_machine
   assert ran_on['backend'] == 'cpu' and ran_on['isa'] and set(ran_on['devices']) == {'cpu'}
+  assert not (resumed / 'machine.json').exists()   # only when asked for
   assert sorted(os.listdir(straight / 'checkpoints')) == ['12', '6']
   assert os.listdir(straight / 'checkpoints_best')
   assert any(f.startswith('events') for f in os.listdir(straight / 'tensorboard'))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from attention.transformer import Transformer
+from attention.models.transformer import Transformer
 from configs import models
 
 

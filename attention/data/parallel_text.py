@@ -16,7 +16,7 @@ import os
 import tensorflow_datasets as tfds
 
 from attention.data import toy_translation
-from attention.errors import UserError
+from attention import UserError
 
 SPLIT_FILES = {'train': 'train.tsv', 'validation': 'validation.tsv', 'test': 'test.tsv'}
 

@@ -19,7 +19,7 @@ from typing import Any, Iterator, Sequence
 import grain
 import numpy as np
 
-from attention.tokens import BOS_ID, EOS_ID, PAD_ID
+from attention import BOS_ID, EOS_ID, PAD_ID
 
 FEATURES = ('src', 'tgt_in', 'tgt_out')
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import tensorflow_datasets as tfds
 
+from attention import UserError
 from attention.data import parallel_text, tokenizers, toy_translation
 
 TOY_TASKS = tuple(c.name for c in toy_translation.BUILDER_CONFIGS)
@@ -43,7 +44,7 @@ class TaskData:
     """(source, target) strings of the first `limit` (0 = all) examples."""
     source = self.sources[split]
     indices = list(range(min(len(source), limit) if limit else len(source)))
-    # One batched read is ~4x faster than a read per record (TFDS data sources).
+    # One batched read, not a read per record: TFDS data sources pay per call.
     records = (source.__getitems__(indices) if hasattr(source, '__getitems__')
                else [source[i] for i in indices])
     return [(_text(r[self.source_key]), _text(r[self.target_key])) for r in records]
@@ -61,6 +62,18 @@ def builder(task: str, data_dir: str):
     return parallel_text.ParallelText(config=parallel_text.config_for(task[4:]),
                                       data_dir=data_dir, file_format='array_record')
   return tfds.builder(task, data_dir=data_dir, file_format='array_record')
+
+
+def load_for(config) -> TaskData:
+  """load(config.task, config.data.data_dir), with a missing dataset or an unknown task
+  name reported as a UserError (one line from the entry points)."""
+  try:
+    return load(config.task, config.data.data_dir)
+  except FileNotFoundError as e:
+    raise UserError(str(e)) from None
+  except tfds.core.registered.DatasetNotFoundError:
+    raise UserError(f'config.task={config.task!r}: no such TFDS dataset; allowed: '
+                    f'{", ".join(TOY_TASKS)}, tsv:DIR, or a TFDS dataset name') from None
 
 
 def load(task: str, data_dir: str) -> TaskData:

@@ -1,4 +1,4 @@
-"""Tokenizers with the fixed special ids of `attention.tokens` (pad 0, bos 1, eos 2, unk 3).
+"""Tokenizers with the fixed special ids of the `attention` package (pad 0, bos 1, eos 2, unk 3).
 
 WordVocab: whitespace-separated words, for the toy tasks; built from the training split
 and saved as JSON with the run. SentencePieceTokenizer: subwords for real text, trained
@@ -14,7 +14,7 @@ from typing import Iterable
 
 import numpy as np
 
-from attention.tokens import BOS_ID, EOS_ID, NUM_SPECIAL, PAD_ID, UNK_ID
+from attention import BOS_ID, EOS_ID, NUM_SPECIAL, PAD_ID, UNK_ID
 
 SPECIAL_TOKENS = ('<pad>', '<s>', '</s>', '<unk>')
 

@@ -16,15 +16,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from attention import decoding
 from attention.data import pipeline
-from attention.evaluation import scores
-from attention.training import step as step_lib
+from attention.evaluation import eval_step, scores
+from attention.models import decoding, merge_model
 
 EVAL_DIR = 'eval'
 
 
 class Evaluator:
+  """Scores parameters of one model (graphdef, rest) on pairs of text, and translates."""
+
+  @classmethod
+  def from_config(cls, config, graphdef, rest, tokenizer, *, beam_size=None) -> Evaluator:
+    """The evaluator a run's config asks for (config.eval, data bucketing, max_length)."""
+    return cls(graphdef, rest, tokenizer, batch_size=config.eval.batch_size,
+               bucket_boundaries=config.data.bucket_boundaries,
+               beam_size=beam_size or config.eval.beam_size, alpha=config.eval.alpha,
+               max_decode_length=config.eval.max_decode_length,
+               model_max_length=config.model.max_length)
 
   def __init__(self, graphdef, rest, tokenizer, *, batch_size: int,
                bucket_boundaries: Sequence[int], beam_size: int, alpha: float,
@@ -33,7 +42,7 @@ class Evaluator:
     self.batch_size, self.boundaries = batch_size, tuple(bucket_boundaries)
     self.beam_size, self.alpha = beam_size, alpha
     self.max_decode_length, self.model_max_length = max_decode_length, model_max_length
-    self.eval_step = step_lib.make_eval_step(graphdef, rest)
+    self.eval_step = eval_step.make_eval_step(graphdef, rest)
 
   def decode_length(self, src_length: int) -> int:
     """Target tokens to generate: the configured number, else the source length plus a
@@ -58,7 +67,7 @@ class Evaluator:
     """(metrics, rows): loss, perplexity, token_accuracy from teacher forcing, and with
     decode, bleu, chrf, exact_match; rows are (source, reference, hypothesis) in the
     order of `pairs`. All rates in percent."""
-    model = step_lib.merge_model(self.graphdef, params, self.rest)
+    model = merge_model(self.graphdef, params, self.rest)
     sums = {'nll': 0.0, 'correct': 0.0, 'tokens': 0.0}
     hypotheses = [''] * len(pairs)
     for eb in pipeline.eval_batches(pairs, self.tokenizer, batch_size=self.batch_size,
@@ -83,7 +92,7 @@ class Evaluator:
   def translate(self, params, sources: Sequence[str], *, max_source_length: int = 0) -> list[str]:
     """One single-line hypothesis per source, in order. Sources longer than
     max_source_length tokens (EOS included; 0 = no limit) are truncated to it."""
-    model = step_lib.merge_model(self.graphdef, params, self.rest)
+    model = merge_model(self.graphdef, params, self.rest)
     out = [''] * len(sources)
     pairs = [(s, '') for s in sources]
     for eb in pipeline.eval_batches(pairs, self.tokenizer, batch_size=self.batch_size,

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -295,3 +295,31 @@ def _reshard_like(out, like):
   if reshard is None:   # jax < 0.7
     from jax.experimental.shard import reshard
   return reshard(out, target)
+
+
+@dataclasses.dataclass(frozen=True)
+class Kernel:
+  """An attention kernel and what the layers and the config checks need to know of it.
+
+  fn: the kernel, with the signature of `attention.kernels` (query, key, value, *,
+    mask, bias, is_causal, scale, segment ids, lengths, alibi_slopes, dropout, **options).
+  exact: computes softmax attention exactly (the reference's numbers up to rounding), so
+    its weights are `attention_weights` and the exact-kernel tests hold it to float64.
+  options: config.model -> the keyword options the model passes it (e.g. a window).
+  packing, alibi, dropout: whether it takes segment ids, ALiBi slopes and attention
+    dropout; a config asking for what it lacks is refused before training starts.
+  step_band: for decoding from a cache, (options, position, kv_len, is_causal) -> which
+    cached keys [kv_len] the query at `position` sees, or None when the kernel itself
+    attends from the cache (the exact kernels; linear's prefix is its causal form).
+  feature_map: linear attention's phi, for the beam-cache step; None for softmax.
+  """
+
+  name: str
+  fn: Callable
+  exact: bool = False
+  options: Callable[[Any], dict] = lambda model_cfg: {}
+  packing: bool = True
+  alibi: bool = True
+  dropout: bool = True
+  step_band: Callable | None = None
+  feature_map: Callable | None = None

@@ -29,9 +29,9 @@ from jax import lax
 from attention.kernels import common
 from attention.kernels import dropout as dropout_lib
 
-# (block_q, block_kv) per backend. CPU: measured by scripts/bench_attention.py --tune
-# (BENCHMARKS.md, "CPU tile sizes"): 512x512 since the tile copies went (81839eb).
-# GPU/TPU: the FlashAttention-2 paper's sizes, not tuned here.
+# (block_q, block_kv) per backend. CPU: the fastest tiles of scripts/bench_attention.py
+# --tune (BENCHMARKS.md, "CPU tile sizes", holds the sweep). GPU/TPU: the
+# FlashAttention-2 paper's sizes, not tuned here.
 DEFAULT_BLOCKS = {'cpu': (512, 512), 'gpu': (128, 128), 'tpu': (512, 512)}
 
 
@@ -401,3 +401,6 @@ def _zero_cotangent(x):
 
 
 _flash.defvjp(_flash_fwd, _flash_bwd)
+
+
+KERNEL = common.Kernel('flash', flash_attention, exact=True)

@@ -84,9 +84,8 @@ def _non_causal(query, key, value, phi_q, phi_k, normalize):
   """Sum S = [sum_j phi(k_j) v_j, sum_j phi(k_j)] over all keys, then apply it to every query.
 
   Head-major ([B, K, T, H]): the two products then batch over leading axes and the
-  transposes fuse with the feature maps. Measured against the token-major einsums with a
-  separate denominator it replaced (A/B in one process): forward 3.5x faster at 4096 and
-  2.4x at 16384, forward+backward 1.0x and 1.25x.
+  transposes fuse with the feature maps, which made it faster than token-major einsums with
+  a separate denominator (the A/B: reproduce.py's kernels_ab_linear job, BENCHMARKS.md).
   """
   to_heads = lambda x: jnp.swapaxes(x, 1, 2)       # [B, T, K, ...] -> [B, K, T, ...]
   k = to_heads(phi_k(key, jnp.arange(key.shape[1])))
@@ -104,7 +103,7 @@ def _causal(query, key, value, chunk, phi_q, phi_k, normalize, lengths):
   A scan over chunks carries the running S and z: within a chunk a masked C x C product,
   from earlier chunks the carried sums. An iteration's working set is one chunk whatever
   the length (the earlier parallel form materialized every chunk's prefix sum and scores at
-  once and grew 5.6x from 4096 to 16384; BENCHMARKS.md). The denominator is not folded
+  once, so its memory grew with the length; BENCHMARKS.md has the growth). The denominator is not folded
   into S here as in the non-causal form: within a chunk it is a cheap row sum of the
   scores, and an Hv + 1 wide value made the chunk products slower (measured)."""
   tri = jnp.tril(jnp.ones((chunk, chunk), bool))
@@ -131,3 +130,10 @@ def _causal(query, key, value, chunk, phi_q, phi_k, normalize, lengths):
   pos = jnp.arange(q_blocks.shape[0] * chunk).reshape(-1, chunk)   # [n, C]
   _, out = jax.lax.scan(step, state, (q_blocks, k_blocks, v_blocks, pos))
   return _from_blocks(out, query.shape[1])
+
+
+# No softmax to drop weights from, no per-pair scores for ALiBi or segment ids to mask; a
+# decode step over a cached prefix is the causal form at its last row.
+KERNEL = common.Kernel(
+    'linear', linear_attention, options=lambda model_cfg: {'chunk_size': model_cfg.linear_chunk},
+    packing=False, alibi=False, dropout=False, feature_map=feature_map)

@@ -99,3 +99,16 @@ def local_attention(query, key, value, *, mask=None, bias=None, is_causal=False,
   out = out.reshape(dims.batch, nq * bq, dims.num_kv_heads, dims.groups, dims.value_dim)
   out = out.reshape(dims.batch, nq * bq, dims.num_heads, dims.value_dim)[:, :dims.q_len]
   return out.astype(query.dtype)
+
+
+def step_band(options: dict, position, kv_len: int, is_causal: bool):
+  """Decoding from a cache: the window of the query at `position` over the cached keys
+  [kv_len] (the layers then attend with the reference kernel, O(kv_len) per query)."""
+  left, right = window_bounds(options.get('window_size', DEFAULT_WINDOW), is_causal)
+  times = jnp.arange(kv_len)
+  return (times >= position - left) & (times <= position + right)
+
+
+KERNEL = common.Kernel(
+    'local', local_attention, options=lambda model_cfg: {'window_size': model_cfg.local_window},
+    dropout=False, step_band=step_band)

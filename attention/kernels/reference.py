@@ -72,3 +72,6 @@ def reference_attention(query, key, value, *, mask=None, bias=None, is_causal=Fa
   out = jnp.einsum('bkgqs,bksh->bqkgh', weights.astype(value.dtype), v_BKSH,
                    preferred_element_type=jnp.float32)
   return out.reshape(dims.batch, dims.q_len, dims.num_heads, dims.value_dim).astype(query.dtype)
+
+
+KERNEL = common.Kernel('reference', reference_attention, exact=True)

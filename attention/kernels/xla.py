@@ -52,3 +52,7 @@ def xla_attention(query, key, value, *, mask=None, bias=None, is_causal=False, s
     row_ok = ((q_pos[None, :] < q_max[:, None]) & (kv_max[:, None] > 0))[:, None]
   row_ok = jnp.broadcast_to(row_ok, (dims.batch, dims.num_heads, dims.q_len)).transpose(0, 2, 1)
   return jnp.where(row_ok[..., None], out, jnp.zeros((), out.dtype))
+
+
+# jax.nn.dot_product_attention has no dropout.
+KERNEL = common.Kernel('xla', xla_attention, exact=True, dropout=False)

@@ -25,7 +25,7 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 
-from attention.errors import UserError
+from attention import UserError
 from attention.training import distributed
 
 LATEST_DIR, BEST_DIR, CORRUPT_DIR = 'checkpoints', 'checkpoints_best', 'checkpoints_corrupt'

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from attention import kernels
 from attention.data import tasks
-from attention.dtypes import DTYPES
-from attention.errors import UserError
-from attention.layers import ACTIVATIONS
+from attention.models.layers import DTYPES
+from attention import UserError
+from attention.models.layers import ACTIVATIONS
 from attention.models import MODELS
-from attention.rnn import RNN_ATTENTION
-from attention.tokens import NUM_SPECIAL
+from attention.models.rnn import RNN_ATTENTION
+from attention import NUM_SPECIAL
 from attention.training.optimizer import SCHEDULES
-from attention.transformer import POSITIONAL_SCHEMES
+from attention.models.transformer import POSITIONAL_SCHEMES
 
 # Fields a resumed run may change; any other difference means a different experiment.
 RESUMABLE_CHANGES = ('data.data_dir', 'data.num_workers', 'train.num_steps',
@@ -142,16 +142,19 @@ def validate(config) -> None:
     if m.positional == 'rope' and (m.d_k or m.d_model // m.num_heads) % 2:
       raise UserError('config.model.positional=rope needs an even head size d_k')
     # What a kernel cannot take fails here, not in the first train step's trace.
-    if m.kernel == 'linear' and config.data.pack:
-      raise UserError('config.model.kernel=linear has no segment ids, so it cannot read packed '
-                      'rows: set data.pack=False, or pick another kernel')
-    if m.kernel == 'linear' and m.positional == 'alibi':
-      raise UserError('config.model.kernel=linear cannot apply ALiBi biases; allowed '
-                      'model.positional with it: sinusoidal, learned, rope, none')
-    if m.attention_dropout_rate > 0 and m.kernel in ('xla', 'local', 'linear'):
+    kernel = kernels.spec(m.kernel)
+    if not kernel.packing and config.data.pack:
+      raise UserError(f'config.model.kernel={m.kernel} has no segment ids, so it cannot read '
+                      'packed rows: set data.pack=False, or pick another kernel')
+    if not kernel.alibi and m.positional == 'alibi':
+      allowed = ', '.join(p for p in POSITIONAL_SCHEMES if p != 'alibi')
+      raise UserError(f'config.model.kernel={m.kernel} cannot apply ALiBi biases; allowed '
+                      f'model.positional with it: {allowed}')
+    if m.attention_dropout_rate > 0 and not kernel.dropout:
+      with_dropout = [k for k in kernels.names() if kernels.spec(k).dropout]
       raise UserError(f'config.model.attention_dropout_rate={m.attention_dropout_rate}: '
                       f'kernel {m.kernel} has no attention dropout; allowed: 0, or kernel '
-                      'reference or flash')
+                      f'{" or ".join(with_dropout)}')
   if m.name == 'lstm' and config.data.pack:
     raise UserError('config.data.pack=True: the LSTM (model.name=lstm) reads one sequence '
                     'per row; allowed: False')

@@ -14,7 +14,7 @@ import os
 import jax
 import numpy as np
 
-from attention.errors import UserError
+from attention import UserError
 
 # A cluster that jax.distributed.initialize() can configure from its environment alone.
 _CLUSTER_SIZE_VARIABLES = ('SLURM_NTASKS', 'OMPI_COMM_WORLD_SIZE')

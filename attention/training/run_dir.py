@@ -5,7 +5,7 @@
   checkpoints/       orbax, the latest `checkpoint.keep` steps
   checkpoints_best/  orbax, the best step by validation BLEU
   metrics.jsonl      one JSON object per logged step and evaluation
-  machine.json       the CPU/ISA and devices it ran on (the last start's, on a resume)
+  machine.json       with --record_machine: the CPU/ISA and devices of the last start
   tensorboard/       event files
   eval/<split>.json  final scores; eval/<split>.tsv predictions
 """
@@ -21,7 +21,7 @@ from absl import logging
 from flax import nnx
 
 from attention import models
-from attention.errors import UserError
+from attention import UserError
 from attention.training import config_check, optimizer, step as step_lib
 
 CONFIG_FILE = 'config.json'

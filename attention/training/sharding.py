@@ -15,7 +15,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from attention.errors import UserError
+from attention import UserError
 
 DATA, MODEL = 'data', 'model'
 FSDP = 'fsdp'   # placeholder in a rule: becomes DATA with mesh.fsdp, else None

@@ -1,4 +1,5 @@
-"""The one train step (and its eval twin) used by training, benchmarks and tests.
+"""The one train step used by training, benchmarks and tests (its eval twin:
+attention.evaluation.eval_step).
 
 A batch is a dict of int32 arrays:
   src [B, S], tgt_in [B, T] (BOS + target[:-1], per example), tgt_out [B, T] (target + EOS),
@@ -12,7 +13,6 @@ nothing but the step number and a checkpoint needs no RNG counters.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import flax
@@ -21,8 +21,10 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-MODEL_INPUTS = ('src_segment_ids', 'tgt_segment_ids', 'src_positions', 'tgt_positions')
-
+# Re-exported: the model split and the token metrics live below training (models and
+# evaluation), where the evaluator uses them too.
+from attention.evaluation.eval_step import MODEL_INPUTS, model_kwargs, token_metrics  # noqa: F401
+from attention.models import merge_model, split_model  # noqa: F401
 
 @flax.struct.dataclass
 class TrainState:
@@ -32,43 +34,9 @@ class TrainState:
   rng: jax.Array           # uint32[2]: dropout keys are fold_in(rng, step)
 
 
-def split_model(model):
-  """(graphdef, params, rest): rest = everything that is not a parameter (RNG streams)."""
-  return nnx.split(model, nnx.Param, ...)
-
-
-_MERGE_COPIES = 'copy' in inspect.signature(nnx.merge).parameters
-
-
-def merge_model(graphdef, *states):
-  """A model from its parts, owning fresh Variables (so a jitted step may reseed and count
-  its RNG streams: flax >= 0.11 otherwise reuses the caller's Variable objects)."""
-  return nnx.merge(graphdef, *states, copy=True) if _MERGE_COPIES else nnx.merge(graphdef, *states)
-
-
 def create_train_state(params, tx: optax.GradientTransformation, seed: int) -> TrainState:
   return TrainState(step=jnp.int32(0), params=params, opt_state=tx.init(params),
                     rng=jax.random.key_data(jax.random.key(seed)).astype(jnp.uint32))
-
-
-def model_kwargs(batch) -> dict:
-  return {k: batch[k] for k in MODEL_INPUTS if k in batch}
-
-
-def token_metrics(logits_BTV, tgt_out_BT, *, label_smoothing: float = 0.0) -> dict:
-  """Sums over non-PAD target tokens: `loss` (smoothed cross-entropy, what is optimized),
-  `nll` (plain cross-entropy, for perplexity), `correct` (argmax hits), `tokens`."""
-  weights = (tgt_out_BT != 0).astype(jnp.float32)
-  vocab = logits_BTV.shape[-1]
-  one_hot = jax.nn.one_hot(tgt_out_BT, vocab, dtype=jnp.float32)
-  nll = optax.softmax_cross_entropy(logits_BTV, one_hot)
-  if label_smoothing > 0:
-    loss = optax.softmax_cross_entropy(logits_BTV, optax.smooth_labels(one_hot, label_smoothing))
-  else:
-    loss = nll
-  correct = (jnp.argmax(logits_BTV, -1) == tgt_out_BT).astype(jnp.float32)
-  return {'loss': jnp.sum(loss * weights), 'nll': jnp.sum(nll * weights),
-          'correct': jnp.sum(correct * weights), 'tokens': jnp.sum(weights)}
 
 
 def make_train_step(graphdef, rest, tx: optax.GradientTransformation, *,
@@ -116,14 +84,3 @@ def make_train_step(graphdef, rest, tx: optax.GradientTransformation, *,
   replicated = jax.sharding.NamedSharding(batch_sharding.mesh, jax.sharding.PartitionSpec())
   return jax.jit(step_fn, donate_argnums=0, in_shardings=(state_sharding, batch_sharding),
                  out_shardings=(state_sharding, replicated))
-
-
-def make_eval_step(graphdef, rest, *, jit: bool = True):
-  """eval_step(params, batch) -> token_metrics sums (deterministic, no smoothing)."""
-
-  def eval_fn(params, batch):
-    model = merge_model(graphdef, params, rest)
-    logits = model(batch['src'], batch['tgt_in'], deterministic=True, **model_kwargs(batch))
-    return token_metrics(logits, batch['tgt_out'])
-
-  return jax.jit(eval_fn) if jit else eval_fn

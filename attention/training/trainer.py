@@ -16,12 +16,10 @@ import time
 
 import jax
 import numpy as np
-import tensorflow_datasets as tfds
 import tqdm
 
-from attention import machine
+from attention import UserError
 from attention.data import pipeline, tasks
-from attention.errors import UserError
 from attention.evaluation import evaluator as evaluator_lib
 from attention.training import (checkpointing, config_check, distributed, metric_writer,
                                 preemption, run_dir, sharding)
@@ -30,16 +28,6 @@ from attention.training import step as step_lib
 
 class TrainingDiverged(UserError):
   """A non-finite loss or gradient (and train.skip_nonfinite is False)."""
-
-
-def load_data(config) -> tasks.TaskData:
-  try:
-    return tasks.load(config.task, config.data.data_dir)
-  except FileNotFoundError as e:
-    raise UserError(str(e)) from None
-  except tfds.core.registered.DatasetNotFoundError:
-    raise UserError(f'config.task={config.task!r}: no such TFDS dataset; allowed: '
-                    f'{", ".join(tasks.TOY_TASKS)}, tsv:DIR, or a TFDS dataset name') from None
 
 
 @dataclasses.dataclass
@@ -55,7 +43,7 @@ def prepare(config, workdir: str | None) -> Setup:
   the workdir has one). Writes nothing into the workdir."""
   config_check.validate(config)
   config_check.mesh_shape(config.mesh, jax.device_count())
-  data = load_data(config)
+  data = tasks.load_for(config)
   if 'train' not in data.sources:
     raise UserError(f'config.task={config.task!r}: the dataset has no train split')
   for split in config.eval.extra_splits:
@@ -80,14 +68,6 @@ def _save_tokenizer(tokenizer, workdir):
       f.write(tokenizer.sp.serialized_model_proto())
     tokenizer.model_path = target
   tasks.save_tokenizer(tokenizer, workdir)
-
-
-def make_evaluator(config, graphdef, rest, tokenizer, *, beam_size=None) -> evaluator_lib.Evaluator:
-  return evaluator_lib.Evaluator(
-      graphdef, rest, tokenizer, batch_size=config.eval.batch_size,
-      bucket_boundaries=config.data.bucket_boundaries,
-      beam_size=beam_size or config.eval.beam_size, alpha=config.eval.alpha,
-      max_decode_length=config.eval.max_decode_length, model_max_length=config.model.max_length)
 
 
 def _mean(records, key):
@@ -117,9 +97,13 @@ def make_mesh(config):
   return sharding.make_mesh(data, model)
 
 
-def train_and_evaluate(config, workdir: str, *, log=print) -> dict | None:
+def train_and_evaluate(config, workdir: str, *, log=print, on_start=None) -> dict | None:
   """Trains (or resumes) the run in `workdir`, then scores the final model on the test
-  split. Returns the test metrics (None when a signal stopped the run early)."""
+  split. Returns the test metrics (None when a signal stopped the run early).
+
+  on_start(workdir), if given, runs on process 0 once the run directory is set up and any
+  resume has succeeded, before the first step (train.py's --record_machine writes the
+  machine's description there, for tools that compare step times)."""
   setup = prepare(config, workdir)
   config, data, tokenizer = setup.config, setup.data, setup.tokenizer
   shards, shard_count = data_shards(config)
@@ -155,10 +139,11 @@ def train_and_evaluate(config, workdir: str, *, log=print) -> dict | None:
       log(f'resumed from step {start} in {workdir}')
     if jax.process_index() == 0:   # only now: a failed resume leaves the run as it was
       run_dir.save_config(workdir, config)
-      machine.write(workdir)   # what its step times were measured on
+      if on_start is not None:
+        on_start(workdir)
     writer = metric_writer.MetricWriter(workdir, resume_step=start,
                                         enabled=jax.process_index() == 0)
-    evaluator = make_evaluator(config, graphdef, rest, tokenizer)
+    evaluator = evaluator_lib.Evaluator.from_config(config, graphdef, rest, tokenizer)
     loop = _TrainLoop(config, graphdef, rest, tx, schedule, ckpts, writer, evaluator, data,
                       mesh, state_shardings, log=log)
     if start:

@@ -13,12 +13,21 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from attention import kernels, positional
-from attention.kernels import beam_cache, common, linear, local
+from attention import kernels
+from attention.models import positional
+from attention.kernels import beam_cache, common
 from attention.kernels import dropout as dropout_lib
 
 
 ACTIVATIONS = {'relu': jax.nn.relu, 'gelu': jax.nn.gelu}
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
+
+
+def parse_dtype(name: str):
+  """A config dtype name (model.dtype, model.param_dtype) -> the JAX dtype."""
+  if name not in DTYPES:
+    raise ValueError(f'dtype must be one of {sorted(DTYPES)}, got {name!r}')
+  return DTYPES[name]
 
 
 def module_list(modules):
@@ -66,8 +75,8 @@ class MultiHeadAttention(nnx.Module):
     num_kv_heads = num_kv_heads or num_heads
     if num_heads % num_kv_heads:
       raise ValueError(f'num_heads ({num_heads}) must be a multiple of num_kv_heads ({num_kv_heads})')
-    self.kernel_fn = kernels.get(kernel)
-    self.kernel_name = kernel
+    self.kernel = kernels.spec(kernel)
+    self.kernel_fn = self.kernel.fn
     self.kernel_options = dict(kernel_options or {})
     self.num_heads, self.num_kv_heads, self.d_k, self.d_v = num_heads, num_kv_heads, d_k, d_v
     self.attention_dropout_rate = attention_dropout_rate
@@ -84,7 +93,7 @@ class MultiHeadAttention(nnx.Module):
     self.alibi_slopes = (nnx.Variable(positional.alibi_slopes(num_heads))
                          if positional_scheme == 'alibi' else None)
     self.rngs = rngs
-    # Set by attention.interpret.attention_maps: __call__ then sows its weights.
+    # Set by attention.models.interpret.attention_maps: __call__ then sows its weights.
     self.record_weights = False
 
   def _project(self, proj, norm, x_BTD, positions_BT):
@@ -118,14 +127,11 @@ class MultiHeadAttention(nnx.Module):
     return self.out(out_BTNV.astype(self.dtype))
 
   def _step_position_terms(self, position, kv_len: int, is_causal: bool):
-    """For a query at `position`: the local window as a mask over cached times [T] (or
-    None), and ALiBi's bias [N, T] (or None)."""
+    """For a query at `position`: which cached times [T] it sees when the kernel limits
+    them itself (Kernel.step_band; else None), and ALiBi's bias [N, T] (or None)."""
     band = bias = None
-    if self.kernel_name == 'local':
-      left, right = local.window_bounds(
-          self.kernel_options.get('window_size', local.DEFAULT_WINDOW), is_causal)
-      times = jnp.arange(kv_len)
-      band = (times >= position - left) & (times <= position + right)
+    if self.kernel.step_band is not None:
+      band = self.kernel.step_band(self.kernel_options, position, kv_len, is_causal)
     if self.alibi_slopes is not None:
       bias = positional.alibi_bias(self.alibi_slopes[...], 1, kv_len, position)[0, :, 0, :]
     return band, bias
@@ -136,7 +142,8 @@ class MultiHeadAttention(nnx.Module):
 
     Equals row `position` of `attend` over the whole sequence. Exact and linear kernels
     run as they are (linear attention over a prefix is the causal form at its last row);
-    the local window becomes a band mask on the cached row, which is O(S) per query.
+    a kernel with a step_band (local's window) becomes that band as a mask on the cached
+    row, attended by the reference kernel, which is O(S) per query.
     """
     band, bias = self._step_position_terms(position, k_BSKH.shape[1], is_causal)
     kw = {'kv_lengths': kv_lengths_B}
@@ -160,13 +167,13 @@ class MultiHeadAttention(nnx.Module):
     out = beam_cache.beam_cache_attention(
         split(q_R1NH[:, 0]), split(k_RTKH), split(v_RTKV), ancestry_BKT, position + 1,
         bias_NT=bias, mask_T=band,
-        feature_map=linear.feature_map if self.kernel_name == 'linear' else None)
+        feature_map=self.kernel.feature_map)
     return self.out(out.reshape(batch * beams, 1, *out.shape[2:]).astype(self.dtype))
 
   def weights(self, q_BTNH, k_BSKH, attn_mask: AttentionMask):
     """Softmax attention weights [B, N, T, S] (float32) of projected queries and keys,
-    for inspection. They are the exact kernels' weights; `local` and `linear` compute
-    something else (a window of them, or no softmax at all)."""
+    for inspection. They are the exact kernels' weights; an approximate kernel (`local`,
+    `linear`) computes something else (a window of them, or no softmax at all)."""
     kw = attn_mask.kernel_kwargs()
     if self.alibi_slopes is not None:
       kw['alibi_slopes'] = self.alibi_slopes[...]

@@ -9,7 +9,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from attention.tokens import BOS_ID, NUM_SPECIAL
+from attention import BOS_ID, NUM_SPECIAL
 
 
 def median_seconds(fn, repeats: int) -> float:

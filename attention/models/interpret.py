@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from attention.layers import MultiHeadAttention
+from attention.models.layers import MultiHeadAttention
 
 
 def attention_maps(model, src_BS, tgt_in_BT) -> dict[str, np.ndarray]:

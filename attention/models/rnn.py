@@ -5,7 +5,7 @@ source passes through the encoder's final state), Bahdanau et al. 2015 (additive
 attention, computed from the previous decoder state and fed into the LSTM) and Luong
 et al. 2015 (multiplicative "general" attention over the top LSTM state, with input
 feeding). Same interface as `Transformer`: __call__(src, tgt_in) -> logits, and
-start_decoding / decode_step for the decoders in `attention.decoding`.
+start_decoding / decode_step for the decoders in `attention.models.decoding`.
 
 Config (`config.model` with name='lstm'): num_layers, d_model (embedding and hidden
 size), dropout_rate (on embeddings, between encoder layers and before the output),
@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from attention import dtypes, layers
-from attention.decode_cache import DecodeCache
+from attention.models import layers
+from attention.models.decoding import DecodeCache
 
 RNN_ATTENTION = ('none', 'luong', 'bahdanau')
 
@@ -69,7 +69,7 @@ class LSTMSeq2Seq(nnx.Module):
     self.cfg = cfg
     self.kind = kind
     d = cfg.d_model
-    dtype, param_dtype = dtypes.parse(cfg.dtype), dtypes.parse(cfg.param_dtype)
+    dtype, param_dtype = layers.parse_dtype(cfg.dtype), layers.parse_dtype(cfg.param_dtype)
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     embed = lambda: nnx.Embed(cfg.vocab_size, d, **kw)
     self.source_embedding = embed()

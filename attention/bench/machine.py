@@ -1,10 +1,10 @@
 """What a timing was measured on: the CPU, its vector instruction set, cores, backend.
 
 XLA compiles for the host it runs on, so one kernel on an AVX2 CPU and on an AVX-512 CPU
-is two different programs: flash's forward+backward at 4096 took 1.0 s on the Zen 5
-(AVX-512) VM its table was recorded on and 1.9 s on a Zen 3 (AVX2) VM of the same name,
-while PyTorch's moved by 26% (BENCHMARKS.md). Timings, even ratios taken in one run, are
-therefore only compared between machines with the same `isa` and devices.
+is two different programs, and their times (and their ratios to a peer) differ by more
+than any tolerance (BENCHMARKS.md, "Machines", has the two recordings side by side).
+Timings, even ratios taken in one run, are therefore only compared between machines with
+the same `isa` and devices.
 """
 
 from __future__ import annotations

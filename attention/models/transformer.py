@@ -15,9 +15,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from attention import dtypes, layers, positional
-from attention.decode_cache import DecodeCache
-from attention.layers import AttentionMask, FeedForward, MultiHeadAttention, Residual
+from attention import kernels
+from attention.models import layers, positional
+from attention.models.decoding import DecodeCache
+from attention.models.layers import AttentionMask, FeedForward, MultiHeadAttention, Residual
 
 POSITIONAL_SCHEMES = ('sinusoidal', 'learned', 'rope', 'alibi', 'none')
 
@@ -29,30 +30,27 @@ def _attention(cfg, rngs, *, positional_scheme=None):
       num_kv_heads=cfg.num_kv_heads or None, kernel=cfg.kernel,
       kernel_options=kernel_options(cfg),
       attention_dropout_rate=cfg.attention_dropout_rate, qk_norm=cfg.get('qk_norm', False),
-      positional_scheme=positional_scheme or cfg.positional, dtype=dtypes.parse(cfg.dtype),
-      param_dtype=dtypes.parse(cfg.param_dtype), rngs=rngs)
+      positional_scheme=positional_scheme or cfg.positional, dtype=layers.parse_dtype(cfg.dtype),
+      param_dtype=layers.parse_dtype(cfg.param_dtype), rngs=rngs)
 
 
 def kernel_options(cfg) -> dict:
-  """Keyword options of the configured kernel, from the model config fields."""
-  if cfg.get('kernel_options'):   # explicit dict (tests, benchmarks)
+  """Keyword options of the configured kernel: model.kernel_options when set (tests,
+  benchmarks), else what the kernel reads from the model config (Kernel.options)."""
+  if cfg.get('kernel_options'):
     return dict(cfg.kernel_options)
-  if cfg.kernel == 'local':
-    return {'window_size': cfg.local_window}
-  if cfg.kernel == 'linear':
-    return {'chunk_size': cfg.linear_chunk}
-  return {}
+  return kernels.spec(cfg.kernel).options(cfg)
 
 
 def _residual(cfg, rngs):
   return Residual(cfg.d_model, norm=cfg.norm, dropout_rate=cfg.dropout_rate,
-                  dtype=dtypes.parse(cfg.dtype), param_dtype=dtypes.parse(cfg.param_dtype), rngs=rngs)
+                  dtype=layers.parse_dtype(cfg.dtype), param_dtype=layers.parse_dtype(cfg.param_dtype), rngs=rngs)
 
 
 def _feed_forward(cfg, rngs):
   return FeedForward(cfg.d_model, cfg.d_ff, activation=cfg.get('activation', 'relu'),
-                     dropout_rate=cfg.dropout_rate, dtype=dtypes.parse(cfg.dtype),
-                     param_dtype=dtypes.parse(cfg.param_dtype), rngs=rngs)
+                     dropout_rate=cfg.dropout_rate, dtype=layers.parse_dtype(cfg.dtype),
+                     param_dtype=layers.parse_dtype(cfg.param_dtype), rngs=rngs)
 
 
 class EncoderBlock(nnx.Module):
@@ -144,7 +142,7 @@ class Transformer(nnx.Module):
     if cfg.norm not in ('pre', 'post'):
       raise ValueError(f"model.norm must be 'pre' or 'post', got {cfg.norm!r}")
     self.cfg = cfg
-    dtype, param_dtype = dtypes.parse(cfg.dtype), dtypes.parse(cfg.param_dtype)
+    dtype, param_dtype = layers.parse_dtype(cfg.dtype), layers.parse_dtype(cfg.param_dtype)
     embed = lambda: nnx.Embed(cfg.vocab_size, cfg.d_model, dtype=dtype, param_dtype=param_dtype,
                               embedding_init=nnx.initializers.normal(cfg.d_model ** -0.5),
                               rngs=rngs)

@@ -1,8 +1,14 @@
 """Autoregressive decoding: greedy, sampling and beam search over a key/value cache.
 
-The functions work with any model that has `start_decoding` and `decode_step` (see
-`attention.decode_cache`), so the Transformer and the LSTM baseline decode with the same
-code. They are pure and loop with `lax.while_loop`; call them inside `nnx.jit` (or use
+The functions work with any model that has the decoding interface below, so the
+Transformer and the LSTM baseline decode with the same code:
+  start_decoding(src_BS, max_length, beams=1) -> DecodeCache for R = B * beams rows
+  decode_step(cache, tokens_R, step) -> (logits_RV float32, DecodeCache)
+  reorder_cache(cache, parent_BK) -> DecodeCache: beam k now continues beam parent[b, k]
+How a model lays out its cache is its own business (the Transformer keeps one cross-
+attention cache per source and lets beams share their self-attention cache).
+
+They are pure and loop with `lax.while_loop`; call them inside `nnx.jit` (or use
 `jit_decoder`). Outputs are token arrays of length `max_length`: the generated tokens
 after BOS, EOS included, then PAD (0). Rows of a batch may have different source lengths
 (right-padded with 0).
@@ -11,12 +17,21 @@ after BOS, EOS included, then PAD (0). Rows of a batch may have different source
 from __future__ import annotations
 
 import functools
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from attention.tokens import BOS_ID, EOS_ID, PAD_ID
+from attention import BOS_ID, EOS_ID, PAD_ID
+
+
+class DecodeCache(NamedTuple):
+  """The state a model carries between decoding steps."""
+  # Computed once from the source: cross-attention keys/values, source lengths.
+  static: Any
+  # Changes every step: self-attention keys/values, recurrent state, beam ancestry.
+  dynamic: Any
 
 
 def length_penalty(length, alpha: float):
