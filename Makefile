@@ -11,6 +11,9 @@ PYTEST_WORKERS ?= 2
 # processes), where a jax, flax or orbax release differs first. About half the suite.
 COMPAT_TESTS ?= tests/test_kernels.py tests/test_approximate_kernels.py tests/test_beam_cache.py \
 	tests/test_sharding.py tests/test_checkpointing.py tests/test_train_eval.py tests/test_distributed.py
+# Convergence on `copy` (the slowest single test) is a property of the model, not of a jax
+# release: the default interpreter's full suite keeps it, and CI stays within an hour.
+COMPAT_DESELECT ?= --deselect tests/test_train_eval.py::test_copy_converges
 
 .PHONY: install test test-compat train bench clean
 
@@ -26,7 +29,7 @@ test: install
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --durations=25 tests
 
 test-compat: install
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --durations=10 $(COMPAT_TESTS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --durations=10 $(COMPAT_DESELECT) $(COMPAT_TESTS)
 
 # The default experiment end to end: prepares the `lang` data into data/, trains the
 # mini Transformer into $(WORKDIR), then scores the longer-than-training test_long split
