@@ -30,6 +30,10 @@ _PLOT = flags.DEFINE_integer('plot_attention', 0,
                              'Write attention heat maps of the first N examples of --split.')
 _EXAMPLES = flags.DEFINE_integer('show', 3, 'Examples to print.')
 _CACHE = flags.DEFINE_string('compilation_cache', None, "JAX compilation cache ('off' disables).")
+flags.mark_flag_as_required('workdir')
+cli.validate(_BEAM, lambda v: None if v is None or v >= 1 else f'must be an integer >= 1, got {v}')
+for _holder in (_PLOT, _NUM):
+  cli.validate(_holder, lambda v: None if v >= 0 else f'must be an integer >= 0, got {v}')
 
 
 def read_lines(path: str) -> list[str]:
@@ -56,12 +60,6 @@ def checkpoint_arg(value: str):
 
 def main():
   workdir = _WORKDIR.value
-  if not workdir:
-    raise UserError('--workdir is required (a run directory written by train.py)')
-  if _BEAM.value is not None and _BEAM.value < 1:
-    raise UserError(f'--beam_size={_BEAM.value}: allowed: an integer >= 1')
-  if _PLOT.value < 0 or _NUM.value < 0:
-    raise UserError('--plot_attention and --num_examples: allowed: an integer >= 0')
   if bool(_INPUT.value) != bool(_OUTPUT.value):
     raise UserError('--input and --output go together: give both')
   which = checkpoint_arg(_CHECKPOINT.value)

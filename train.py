@@ -1,4 +1,4 @@
-"""Trains and evaluates a model from a config; re-running the same command resumes.
+r"""Trains and evaluates a model from a config; re-running the same command resumes.
 
   python train.py --config=configs/default.py:task=lang,model=small --workdir=runs/default \
       [--config.train.learning_rate=1e-3 ...] [--dry_run]
@@ -13,7 +13,6 @@ os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 from absl import flags  # noqa: E402
 
 from attention import cli  # noqa: E402
-from attention import UserError  # noqa: E402
 
 _CONFIG = cli.define_config_flag()
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, logs, results.')
@@ -31,6 +30,8 @@ _RECORD_MACHINE = flags.DEFINE_bool(
 _CACHE = flags.DEFINE_string('compilation_cache', None,
                              f'JAX compilation cache directory (default {cli.DEFAULT_CACHE}; '
                              "'off' disables it).")
+cli.require_one_of((_WORKDIR, _DRY_RUN),
+                   '--workdir is required (the run directory, e.g. --workdir=runs/default)')
 
 
 def main():
@@ -45,8 +46,6 @@ def main():
       print(f'  {name}: {n:,}')
     print(f'params: {total}')
     return
-  if not _WORKDIR.value:
-    raise UserError('--workdir is required (the run directory, e.g. --workdir=runs/default)')
   # Both are made later, the data directory after minutes of set-up: check them now.
   cli.check_creatable(_WORKDIR.value, '--workdir')
   cli.check_creatable(_CONFIG.value.data.data_dir, 'config.data.data_dir')

@@ -1,10 +1,13 @@
-"""What train.py, eval.py and the scripts share: flag parsing that reports bad input in
-one line, and the persistent compilation cache."""
+"""What train.py, eval.py and the scripts share: absl.app.run with a flags parser that
+reports bad input in one line (exit 2), validators that name the flag and what it allows,
+and the persistent compilation cache."""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
+import re
 import sys
 
 from attention import UserError
@@ -68,34 +71,50 @@ def define_config_flag(help_string: str = 'Config file, with an optional :key=va
                        default: str = DEFAULT_CONFIG):
   """The --config flag (ml_collections). config_flags reads sys.argv as soon as the flag
   is defined, so a bad --config or --config.x fails here; it gets one line too."""
+  from absl import flags
   from ml_collections import config_flags
   try:
-    return config_flags.DEFINE_config_file('config', default, help_string)
+    holder = config_flags.DEFINE_config_file('config', default, help_string)
   except Exception as e:  # noqa: BLE001 - config files and overrides raise anything
     _fail(explain_config_error(sys.argv, e))
+  # Defined here, it would count as this module's flag: --help lists the command's own.
+  flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[holder.name])
+  return holder
+
+
+def _absl_message(error: Exception) -> str:
+  """The one line of a flag error raised by absl: a validator's own message (they start
+  with the flag's name, after absl's 'flag --x=value: ' prefix), a required flag's help."""
+  from absl import flags
+  line = str(error).splitlines()[0]
+  required = re.fullmatch(r'flag --(\w+)=None: Flag --\w+ must have a value other than None\.',
+                          line)
+  if required:
+    name = required.group(1)
+    what = flags.FLAGS[name].help.rstrip('.')
+    return f'--{name} is required ({what[:1].lower()}{what[1:]})'
+  ours = re.fullmatch(r'flags? .*?: (--.*)', line)
+  return ours.group(1) if ours else line
 
 
 def parse_flags(argv, *, config_flag: str | None = 'config'):
-  """Parses absl flags (and loads the config); bad input exits 2 with one line. --help
-  prints the command's docstring and its flags (absl's own --help exists only under
-  app.run)."""
+  """absl.app.run's flags_parser: parses the flags (and loads the config), running their
+  validators; bad input exits 2 with one line instead of absl's usage text."""
   from absl import flags
-  if any(a in ('--help', '-h', '--helpshort', '--helpfull') for a in argv[1:]):
-    doc = sys.modules['__main__'].__doc__ or ''
-    print(doc.strip() + '\n\n' + (flags.FLAGS.get_help() if '--helpfull' in argv
-                                   else flags.FLAGS.main_module_help()))
-    sys.exit(0)
   try:
     rest = flags.FLAGS(argv)
     if config_flag:
       # config_flags defers a loading failure to the first use of the config: use it here.
       flags.FLAGS[config_flag].value.keys()
+  except flags.IllegalFlagValueError as e:
+    if config_flag and any(a.startswith(f'--{config_flag}') for a in argv) and (
+        not re.match(r'flags? .*?: --', str(e))):
+      _fail(explain_config_error(argv, e))
+    _fail(_absl_message(e))
   except flags.Error as e:
     if config_flag and any(a.startswith(f'--{config_flag}') for a in argv):
-      message = explain_config_error(argv, e)
-    else:
-      message = str(e).splitlines()[0]
-    _fail(message)
+      _fail(explain_config_error(argv, e))
+    _fail(str(e).splitlines()[0])
   except Exception as e:  # noqa: BLE001 - config files and overrides raise anything
     _fail(explain_config_error(argv, e) if config_flag else str(e))
   if len(rest) > 1:
@@ -103,30 +122,61 @@ def parse_flags(argv, *, config_flag: str | None = 'config'):
   return rest
 
 
-def require_positive(*holders) -> None:
-  """UserError naming the first integer or float flag (absl FlagHolder) that is not > 0."""
+def validate(holder, check) -> None:
+  """Registers absl validator `check(value)`, which returns the error's text (after the
+  flag's name) or None; absl runs it while parsing, before anything is run or written."""
+  from absl import flags
+
+  def validator(value):
+    why = check(value)
+    if why:
+      raise flags.ValidationError(f'--{holder.name}: {why}')
+    return True
+  flags.register_validator(holder.name, validator)
+
+
+def positive(*holders) -> None:
+  """Each integer or float flag (absl FlagHolder) must be > 0."""
   for holder in holders:
-    if holder.value is None or holder.value <= 0:
-      raise UserError(f'--{holder.name}: must be positive, got {holder.value}')
+    validate(holder, lambda v: None if v is not None and v > 0 else f'must be positive, got {v}')
 
 
-def require_subset(holder, allowed) -> None:
-  """UserError naming a list flag's first value outside `allowed`."""
-  bad = [v for v in holder.value if v not in allowed]
-  if bad:
-    raise UserError(f'--{holder.name}: {bad[0]!r} is not one of {", ".join(allowed)}')
+def subset_of(holder, allowed) -> None:
+  """Every value of a list flag must be one of `allowed`."""
+  def check(values):
+    bad = [v for v in values or () if v not in allowed]
+    return f'{bad[0]!r} is not one of {", ".join(allowed)}' if bad else None
+  validate(holder, check)
 
 
-def int_list(holder, minimum: int = 1) -> list[int]:
-  """A list flag's values as integers >= minimum, or UserError naming the flag."""
-  try:
-    values = [int(v) for v in holder.value]
-  except ValueError:
-    values = []
-  if not values or min(values) < minimum:
-    raise UserError(f'--{holder.name}: integers >= {minimum}, comma-separated; got '
-                    f'{",".join(holder.value) or "nothing"}')
-  return values
+def integers(holder, minimum: int = 1, allow_empty: bool = False) -> None:
+  """A list flag's values must be integers >= minimum (read them with int_values)."""
+  def check(values):
+    if allow_empty and not values:
+      return None
+    try:
+      ok = bool(values) and min(int(v) for v in values) >= minimum
+    except ValueError:
+      ok = False
+    return None if ok else (f'integers >= {minimum}, comma-separated; got '
+                            f'{",".join(values or ()) or "nothing"}')
+  validate(holder, check)
+
+
+def int_values(holder) -> list[int]:
+  return [int(v) for v in holder.value]
+
+
+def require_one_of(holders, why: str) -> None:
+  """At least one of the flags must be set (not None, not False): absl's multi-flag
+  validator, with `why` as its error, e.g. '--workdir is required (...)'."""
+  from absl import flags
+
+  def validator(values):
+    if not any(v not in (None, False) for v in values.values()):
+      raise flags.ValidationError(why)
+    return True
+  flags.register_multi_flags_validator([h.name for h in holders], validator)
 
 
 def check_creatable(path: str, name: str) -> None:
@@ -160,15 +210,21 @@ def _fail(message: str):
 
 
 def main(fn, *, config_flag: str | None = 'config'):
-  """The entry point of a command: parse flags, run fn(), report UserError in one line."""
-  from absl import logging
-  parse_flags(sys.argv, config_flag=config_flag)
-  # Orbax and TFDS log every file they touch at INFO; keep the console to the run itself.
-  logging.set_verbosity(logging.WARNING)
-  try:
-    fn()
-  except UserError as e:
-    _fail(str(e))
-  except KeyboardInterrupt:
-    print('interrupted', file=sys.stderr)
-    sys.exit(130)
+  """The entry point of a command: absl.app.run with parse_flags, then fn() with UserError
+  reported in one line (exit 2) and Ctrl-C as exit 130."""
+  from absl import app
+
+  def run(argv):
+    del argv   # parse_flags refused any argument that is not a flag
+    from absl import logging
+    # Orbax and TFDS log every file they touch at INFO; keep the console to the run itself.
+    logging.set_verbosity(logging.WARNING)
+    try:
+      fn()
+    except UserError as e:
+      _fail(str(e))
+    except KeyboardInterrupt:
+      print('interrupted', file=sys.stderr)
+      sys.exit(130)
+
+  app.run(run, flags_parser=functools.partial(parse_flags, config_flag=config_flag))

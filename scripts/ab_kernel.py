@@ -51,6 +51,12 @@ _JSON = flags.DEFINE_string('json', None, 'Also write the rows here.')
 flags.mark_flag_as_required('rev')
 
 
+cli.subset_of(_CAUSAL, ('false', 'true'))
+cli.subset_of(_PASSES, ('fwd', 'fwd_bwd'))
+cli.integers(_LENGTHS)
+cli.positive(_REPEATS)
+
+
 def load_at_revision(rev: str, kernel: str):
   """The public function of `kernel` as its module was at `rev`."""
   fn = kernels.get(kernel)
@@ -97,10 +103,7 @@ def main():
   if _KERNEL.value not in kernels.names():
     raise UserError(f'--kernel: unknown {_KERNEL.value!r}; allowed: '
                          f'{", ".join(kernels.names())}')
-  cli.require_subset(_CAUSAL, ('false', 'true'))
-  cli.require_subset(_PASSES, ('fwd', 'fwd_bwd'))
-  lengths = cli.int_list(_LENGTHS)
-  cli.require_positive(_REPEATS)
+  lengths = cli.int_values(_LENGTHS)
   old_fn = load_at_revision(_REV.value, _KERNEL.value)
   new_fn = (load_at_revision(_AGAINST.value, _KERNEL.value) if _AGAINST.value
             else kernels.get(_KERNEL.value))

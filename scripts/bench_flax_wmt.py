@@ -1,4 +1,4 @@
-"""Our Transformer against Flax's WMT example, the same model size, timed in one process.
+r"""Our Transformer against Flax's WMT example, the same model size, timed in one process.
 
   python scripts/bench_flax_wmt.py --config.model.positional=sinusoidal --flax_wmt=DIR \
       --fetch --json=OUT.json

@@ -1,4 +1,4 @@
-"""Model throughput: one training step, cached and uncached greedy decoding, beam search.
+r"""Model throughput: one training step, cached and uncached greedy decoding, beam search.
 
   python scripts/bench_model.py --config=configs/default.py:model=small --batch=64 \
       --length=32 --beam=4 --decode_batch=32 --decode_length=64 --json
@@ -81,20 +81,20 @@ def time_meshes(meshes, graphdef, rest, tx, config, params, batch) -> dict:
 
 
 MEASUREMENTS = ('train', 'greedy', 'uncached', 'beam')
+cli.positive(_BATCH, _LENGTH, _BEAM, _DECODE_BATCH, _DECODE_LENGTH, _VOCAB, _REPEATS,
+             _DECODE_REPEATS)
+cli.subset_of(_SKIP, MEASUREMENTS)
 
 
 def check_flags(config) -> dict[str, tuple[int, int]]:
   """Every flag a user can mistype, checked before anything compiles; returns the meshes
   parsed, {'4x2': (4, 2), ...}."""
-  cli.require_positive(_BATCH, _LENGTH, _BEAM, _DECODE_BATCH, _DECODE_LENGTH, _VOCAB,
-                       _REPEATS, _DECODE_REPEATS)
   # The model and optimizer fields as train.py checks them, for the data this script feeds:
   # unpacked rows of random tokens, up to the longest of its lengths.
   fed = config.copy_and_resolve_references()
   fed.data.pack = False
   fed.data.max_length = max(_LENGTH.value, _DECODE_LENGTH.value)
   config_check.validate(fed)
-  cli.require_subset(_SKIP, MEASUREMENTS)
   meshes = {}
   for name in _MESHES.value:
     parts = name.split('x')

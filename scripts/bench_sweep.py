@@ -52,10 +52,12 @@ def timed(argv: list[str]) -> tuple[float, float]:
   return wall, children_cpu_s() - cpu
 
 
+cli.positive(_STEPS)
+
+
 def check_flags() -> str:
   """The scratch directory, emptied, after checking every flag; never a directory that
   this script did not make (it would delete it)."""
-  cli.require_positive(_STEPS)
   workdir = os.path.abspath(_WORKDIR.value)
   if os.path.isdir(workdir) and os.listdir(workdir) and not os.path.exists(
       os.path.join(workdir, MARK)):

@@ -156,6 +156,19 @@ def test_train_requires_workdir():
   check_one_line_error(e2e.run('train.py', COPY_TINY), ['--workdir'])
 
 
+@pytest.mark.parametrize('script', ['train.py', 'eval.py', 'scripts/sweep.py'])
+def test_help_shows_the_docstring_and_the_flags(script):
+  """absl's --help: the command's docstring, its continued lines intact, then its flags;
+  a required --workdir is not asked for."""
+  out = e2e.run(script, '--help')
+  doc = open(os.path.join(e2e.ROOT, script)).read().split('"""')[1]
+  usage = next(line for line in doc.splitlines() if line.strip().startswith('python'))
+  assert usage in out.stdout and '--workdir' in out.stdout, out.stdout[-2000:]
+  if script != 'eval.py':   # the config is the run's own there
+    assert '--config:' in out.stdout, out.stdout[-2000:]
+  assert 'error:' not in out.stderr and 'Traceback' not in out.stderr, out.stderr[-2000:]
+
+
 EVAL_CASES = [
     ([], ['--workdir']),
     (['--workdir={root}/nowhere'], ['no run there']),
@@ -164,6 +177,7 @@ EVAL_CASES = [
     (['--workdir={run}', '--checkpoint=999'], ['999', 'allowed', '2']),
     (['--workdir={run}', '--split=dev'], ['--split', 'validation', 'test_long']),
     (['--workdir={run}', '--beam_size=0'], ['--beam_size']),
+    (['--workdir={run}', '--num_examples=-1'], ['--num_examples', '>= 0']),
     (['--workdir={run}', '--input={root}/missing.txt', '--output={root}/out.txt'], ['--input', 'missing.txt']),
     (['--workdir={run}', '--input={root}/x.txt'], ['--output']),
     (['--workdir={run}', '--input={root}/x.txt', '--output=/dev/null/out.txt'], ['--output=/dev/null/out.txt', 'directory must exist']),

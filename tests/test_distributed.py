@@ -5,6 +5,8 @@ SIGTERM, SIGKILL at random moments, damaged checkpoints and divergence."""
 import json
 import os
 import random
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -144,7 +146,8 @@ def test_sigterm_checkpoints_and_the_rerun_finishes_bit_for_bit(one_device, data
   assert 4 <= step < 24
   assert str(step) in os.listdir(workdir / 'checkpoints')
   assert not (workdir / 'eval' / 'test.json').exists()   # the run is not over
-  train(workdir, data_dir, 24)
+  rerun = train(workdir, data_dir, 24)
+  assert f'resumed from step {step}' in rerun.stdout, rerun.stdout[-2000:]
   assert losses(workdir) == losses(one_device)
   _, got = final_state(workdir)
   _, expected = final_state(one_device)
@@ -152,38 +155,69 @@ def test_sigterm_checkpoints_and_the_rerun_finishes_bit_for_bit(one_device, data
     np.testing.assert_array_equal(a, b)
 
 
+def checkpoint_steps(workdir):
+  directory = workdir / 'checkpoints'
+  return sorted(int(s) for s in os.listdir(directory) if s.isdigit()) if directory.exists() else []
+
+
 @pytest.mark.slow
 def test_sigkill_at_random_moments_then_rerun_is_bit_for_bit(one_device, data_dir, tmp_path):
-  """Five kills, each at a random moment of a run (start-up, a step, a checkpoint
-  write); re-running the same command each time ends exactly where the uninterrupted
-  run ended: every logged loss and every parameter bit."""
+  """Five kills: one during start-up, then each a random moment after the run has written
+  a new checkpoint (a step, a log line, the next checkpoint's write). Checkpoints every 3
+  steps and logs every 2, so most resumes start inside a log window. Re-running the same
+  command ends exactly where the uninterrupted run ended: every logged loss and every
+  parameter bit. Then, deterministically: the run put back to its checkpoint at step 9
+  (between log steps 8 and 10) resumes there and logs step 10 as the reference did."""
   rng = random.Random()
   seed = rng.randrange(2**31)
   rng.seed(seed)
   workdir = tmp_path / 'run'
+  every3 = ['--config.checkpoint.every_steps=3', '--config.checkpoint.keep=8']
   command = [sys.executable, os.path.join(e2e.ROOT, 'train.py'), *RUN,
-             f'--config.data.data_dir={data_dir}', '--config.train.num_steps=24',
-             '--config.checkpoint.every_steps=3', f'--workdir={workdir}']
-  kills = 0
-  while kills < 5:
-    proc = subprocess.Popen(command, cwd=e2e.ROOT, env=e2e.environment(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    time.sleep(rng.uniform(2.0, 10.0))
-    if proc.poll() is not None:   # finished before the kill: start over from scratch
-      assert proc.returncode == 0, proc.stderr.read()[-3000:]
-      proc.stderr.close()
-      subprocess.run(['rm', '-rf', str(workdir)], check=True)
-      continue
-    proc.kill()
-    proc.wait()
-    proc.stderr.close()
-    kills += 1
-  train(workdir, data_dir, 24, '--config.checkpoint.every_steps=3')
-  assert losses(workdir) == losses(one_device), f'kill seed {seed}'
+             f'--config.data.data_dir={data_dir}', '--config.train.num_steps=24', *every3,
+             f'--workdir={workdir}']
+  resumed = []
+  for kill in range(5):
+    last = max(checkpoint_steps(workdir), default=0)
+    with open(tmp_path / f'run{kill}.log', 'w') as log:
+      proc = subprocess.Popen(command, cwd=e2e.ROOT, env=e2e.environment(), stdout=log,
+                              stderr=subprocess.STDOUT)
+      if kill == 0:
+        time.sleep(rng.uniform(0.5, 3.0))
+      else:
+        deadline = time.time() + 240
+        while (max(checkpoint_steps(workdir), default=0) <= last and proc.poll() is None
+               and time.time() < deadline):
+          time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 1.0))
+      finished = proc.poll() is not None
+      proc.kill()
+      proc.wait()
+    text = (tmp_path / f'run{kill}.log').read_text()
+    resumed += [int(n) for n in re.findall(r'resumed from step (\d+)', text)]
+    if finished:   # it reached the end before this kill: nothing left to interrupt
+      assert proc.returncode == 0, text[-3000:]
+      break
+  out = train(workdir, data_dir, 24, *every3)
+  resumed += [int(n) for n in re.findall(r'resumed from step (\d+)', out.stdout)]
+  assert resumed and max(resumed) >= 3, f'no run resumed (kill seed {seed}): {resumed}'
+  assert losses(workdir) == losses(one_device), f'kill seed {seed}, resumed at {resumed}'
   _, got = final_state(workdir)
   _, expected = final_state(one_device)
   for a, b in zip(got, expected):
-    np.testing.assert_array_equal(a, b, err_msg=f'kill seed {seed}')
+    np.testing.assert_array_equal(a, b, err_msg=f'kill seed {seed}, resumed at {resumed}')
+  # As if the process had died right after writing checkpoint 9: what came later is gone.
+  for kind in ('checkpoints', 'checkpoints_best'):
+    for step in os.listdir(workdir / kind):
+      if step.isdigit() and int(step) > 9:
+        shutil.rmtree(workdir / kind / step)
+  (workdir / 'eval' / 'test.json').unlink()
+  out = train(workdir, data_dir, 24, *every3)
+  assert 'resumed from step 9' in out.stdout, out.stdout[-2000:]
+  assert losses(workdir) == losses(one_device)
+  _, got = final_state(workdir)
+  for a, b in zip(got, expected):
+    np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.slow

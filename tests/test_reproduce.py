@@ -31,12 +31,11 @@ def test_list_names_every_job_and_runs_nothing(tmp_path):
 
 
 def _jobs_and_claims():
-  """{job name: [the `where` of each of its claims]}, from reproduce.py in a fresh process
-  (its absl flags stay out of the test worker)."""
-  code = ('import json, sys; sys.argv = ["reproduce"]; sys.path.insert(0, "scripts"); '
-          'import reproduce; claims = reproduce.all_claims(); '
+  """{job name: [the `where` of each of its claims]}, from reproduce.py's table."""
+  code = ('import json, sys; sys.path.insert(0, "scripts"); from reproducing import jobs; '
+          'claims = jobs.all_claims("results"); '
           'print(json.dumps({j.name: [c.where for c in claims if c.job == j.name] '
-          'for j in reproduce.JOBS}))')
+          'for j in jobs.JOBS}))')
   out = subprocess.run([sys.executable, '-c', code], cwd=e2e.ROOT, capture_output=True,
                        text=True, env=e2e.environment(), timeout=300)
   assert out.returncode == 0, out.stderr

@@ -215,6 +215,7 @@ ERROR_CASES = [
     (['--sweep=model.num_layers=[1,1]'], ['model.num_layers=1', 'twice']),
     (['--sweep=model.num_layers=[1]', '--config.train.nope=1'], ["'nope'", 'allowed']),
     (['--sweep=model.num_layers=[1]', '--metric=loss'], ['--metric', 'test_exact_match']),
+    (['--sweep=model.num_layers=[1]', '--parallel=-1'], ['--parallel', '0 for one per CPU']),
     (['--sweep=model.num_layers=[1]', '--length_bins=10-5'], ['--length_bins', "'10-5'"]),
     (['--sweep_file=configs/sweeps/missing.py'], ['no such file']),
     (['--sweep_file=configs/default.py'], ['no get_sweep()']),
@@ -247,15 +248,17 @@ def test_exact_match_by_length(tmp_path):
 
 
 SEEDED_POINTS = r'''
-import json, runpy, sys
-sweep = runpy.run_path('scripts/sweep.py', run_name='sweep_under_test')
+import json, sys
+sys.path.insert(0, 'scripts')
+from sweeping import plots, results
+from sweeping.points import Point, flag_text, point_name
 workdir, bins = sys.argv[1], [(1, 10), (11, 20)]
 def point(positional, seed):
   overrides = {'model.positional': positional, 'seed': seed}
-  name = sweep['point_name'](overrides)
-  return sweep['Point'](overrides, name, f'{workdir}/{name}', [])
+  name = point_name(overrides)
+  return Point(overrides, name, f'{workdir}/{name}', [])
 def row(p, em, status='done'):
-  return {**{k: sweep['flag_text'](v) for k, v in p.overrides.items()}, 'val_bleu': em + 1.0,
+  return {**{k: flag_text(v) for k, v in p.overrides.items()}, 'val_bleu': em + 1.0,
           'val_exact_match': em, 'val_perplexity': float('nan'), 'test_bleu': em + 2.0,
           'test_exact_match': em, 'em_words_1-10': em, 'em_words_11-20': None,
           'params': 1000, 'train_ms_per_step': 10.0 * em, 'wall_s': 5.0, 'status': status,
@@ -263,10 +266,10 @@ def row(p, em, status='done'):
 points = [point('sinusoidal', s) for s in (0, 1, 2)] + [point('rope', s) for s in (0, 1)]
 rows = [row(points[0], 60.0), row(points[1], 80.0), row(points[2], 0.0, 'failed'),
         row(points[3], 99.0), row(points[4], 100.0)]
-columns = sweep['write_results'](points, rows, workdir, bins)
-sweep['write_summary'](points, rows, columns, workdir)
-print(json.dumps([sweep['plot'](points, rows, 'test_exact_match', f'{workdir}/results.png'),
-                  sweep['plot_by_length'](points, rows, bins, f'{workdir}/by_length.png')]))
+columns = results.write_results(points, rows, workdir, bins)
+results.write_summary(points, rows, columns, workdir)
+print(json.dumps([plots.plot(points, rows, 'test_exact_match', f'{workdir}/results.png'),
+                  plots.plot_by_length(points, rows, bins, f'{workdir}/by_length.png')]))
 '''
 
 

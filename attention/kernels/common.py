@@ -246,10 +246,18 @@ def full_like_inputs(shape, fill, *inputs, dtype=jnp.float32) -> Array:
     out = out + (jnp.zeros_like(x, dtype) if x.shape == tuple(shape)
                  else jax.lax.full_like(x, 0, dtype, shape))
   out = _vary_over(out, set().union(*(getattr(jax.typeof(x), 'vma', ()) for x in leaves)))
-  prefix = lambda x: next((a for a, (m, n) in enumerate(zip(shape, x.shape)) if m != n),
-                          min(len(shape), x.ndim))
   explicit = [x for x in leaves if explicit_sharding(x) is not None]
-  return _reshard_like(out, max(explicit, key=prefix)) if explicit else out
+  if not explicit:
+    return out
+  return _reshard_like(out, max(explicit, key=lambda x: _leading_axes_shared(out, x)))
+
+
+def _leading_axes_shared(a, b) -> int:
+  """How many leading axes arrays a and b have of equal sizes."""
+  n = 0
+  while n < min(a.ndim, b.ndim) and a.shape[n] == b.shape[n]:
+    n += 1
+  return n
 
 
 def _vary_over(out, axes):
@@ -282,9 +290,7 @@ def _reshard_like(out, like):
   out replicated, and a constant of another shape always does."""
   want = explicit_sharding(like)
   spec = tuple(want.spec) + (None,) * (like.ndim - len(want.spec))
-  keep = 0
-  while keep < min(out.ndim, like.ndim) and out.shape[keep] == like.shape[keep]:
-    keep += 1
+  keep = _leading_axes_shared(out, like)
   target = jax.sharding.NamedSharding(
       want.mesh, jax.sharding.PartitionSpec(*(spec[:keep] + (None,) * (out.ndim - keep))))
   have = getattr(jax.typeof(out), 'sharding', None)

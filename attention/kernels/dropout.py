@@ -47,9 +47,10 @@ def keep_mask(seed, rate: float, num_heads: int, q_pos, kv_pos, batch: int, num_
 def keep_elements(seed, shape, rate: float):
   """Boolean array of `shape`, True with probability 1 - rate, hashed from (seed, flat index).
 
-  The activation dropout of the layers: about 20x cheaper on CPU than
-  `jax.random.bernoulli` (threefry), which took a fifth of a training step. Element
-  indices wrap past 2^32, far beyond any activation here.
+  The activation dropout of the layers: a few integer operations per element instead of
+  `jax.random.bernoulli`'s threefry rounds, which on CPU took a large share of a training
+  step (docs/development_log.md has the measurement). Element indices wrap past 2^32, far
+  beyond any activation here.
   """
   index = jax.lax.iota(jnp.uint32, math.prod(shape)).reshape(shape)
   h = _mix32(_mix32(index * jnp.uint32(0x9E3779B9) ^ seed[0]) + seed[1])

@@ -3,16 +3,13 @@ clear line (naming the field and what is allowed) instead of a traceback minutes
 
 from __future__ import annotations
 
-from attention import kernels
+from attention import NUM_SPECIAL, UserError, kernels
 from attention.data import tasks
-from attention.models.layers import DTYPES
-from attention import UserError
-from attention.models.layers import ACTIVATIONS
 from attention.models import MODELS
+from attention.models.layers import ACTIVATIONS, DTYPES
 from attention.models.rnn import RNN_ATTENTION
-from attention import NUM_SPECIAL
-from attention.training.optimizer import SCHEDULES
 from attention.models.transformer import POSITIONAL_SCHEMES
+from attention.training.optimizer import SCHEDULES
 
 # Fields a resumed run may change; any other difference means a different experiment.
 RESUMABLE_CHANGES = ('data.data_dir', 'data.num_workers', 'train.num_steps',
@@ -63,9 +60,10 @@ def _task_ok(task):
       task in tasks.TOY_TASKS or task.startswith('tsv:') or task[0].isalpha())
 
 
-def validate(config) -> None:
-  """Raises UserError on the first bad field."""
-  checks = [
+def field_checks() -> list[tuple]:
+  """(field, ok(value), what is allowed) for every field checked on its own; read at each
+  call, since a kernel registered later joins model.kernel's choices."""
+  return [
       ('seed', *_int(0)),
       ('task', _task_ok, f'{", ".join(tasks.TOY_TASKS)}, tsv:DIR, or a TFDS dataset name'),
       ('data.data_dir', lambda v: isinstance(v, str) and v, 'a directory path'),
@@ -127,7 +125,11 @@ def validate(config) -> None:
       ('mesh.model', *_int(1)),
       ('mesh.fsdp', lambda v: isinstance(v, bool), 'True or False'),
   ]
-  for field, ok, allowed in checks:
+
+
+def validate(config) -> None:
+  """Raises UserError on the first bad field: each field alone, then how they combine."""
+  for field, ok, allowed in field_checks():
     _require(config, field, ok, allowed)
 
   m = config.model
