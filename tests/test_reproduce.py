@@ -49,12 +49,15 @@ def _sections(text):
 
 
 def test_documents_and_jobs_cite_each_other():
-  """Every `reproduce.py --only=` in README.md and BENCHMARKS.md names a job, every job is
-  cited in one of them, and every claim names a document and a section of it that exist:
-  a renamed job or section, or a new job nobody quotes, fails here."""
+  """Every `reproduce.py --only=` in README.md, BENCHMARKS.md and the docs/ topic pages
+  names a job, every job is cited in one of them, and every claim names a document and a
+  section of it that exist: a renamed job or section, or a new job nobody quotes, fails
+  here."""
   jobs = _jobs_and_claims()
+  pages = [f'docs/{p[:-3]}' for p in sorted(os.listdir(os.path.join(e2e.ROOT, 'docs')))
+           if p.endswith('.md') and p != 'development_log.md']
   docs = {name: open(os.path.join(e2e.ROOT, f'{name}.md')).read()
-          for name in ('README', 'BENCHMARKS')}
+          for name in ('README', 'BENCHMARKS', *pages)}
   cited = set()
   for text in docs.values():
     for names in re.findall(r'reproduce\.py[^`\n]*--only=([\w,]+)', text):

@@ -94,7 +94,7 @@ def _run_claims(name: str, results: str) -> list[Claim]:
                           f'study_{name}', f'studies/{name}/results.csv', 'results.csv',
                           _study_value(_study_row(swept, values), column,
                                        first if relative else None),
-                          where=f'README, Studies ({name})', same_machine=kind != 'params',
+                          where=f'docs/experiments, Studies ({name})', same_machine=kind != 'params',
                           **STUDY_TOLERANCE[kind]))
   return found
 
@@ -121,7 +121,7 @@ def _seed_mean_claims(name: str, results: str) -> list[Claim]:
       found.append(Claim(f'{name} {_label(keys, values)}: {column}, mean of {r["seeds"]} seeds',
                           f'study_{name}', f'studies/{name}/summary.csv', 'summary.csv',
                           _study_value(_study_row(keys, values), column),
-                          where=f'README, Studies ({name})', **tolerance))
+                          where=f'docs/experiments, Studies ({name})', **tolerance))
   return found
 
 
