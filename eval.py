@@ -73,22 +73,12 @@ def main():
 
   from attention.data import tasks
   from attention.evaluation import evaluator as evaluator_lib
-  from attention.training import checkpointing, run_dir
+  from attention.training import trained
 
-  config = run_dir.load_config(workdir) if os.path.isdir(workdir) else None
-  tokenizer = tasks.load_tokenizer(workdir) if config is not None else None
-  if config is None or tokenizer is None:
-    raise UserError(f'--workdir={workdir}: no run there (config.json and vocab.json are '
-                        'written by train.py)')
   cli.enable_compilation_cache(_CACHE.value)
-  graphdef, rest, _, _, state = run_dir.build(config)
-  ckpts = checkpointing.Checkpoints(workdir, create=False)
-  try:
-    state, step = ckpts.restore(checkpointing.abstract(state), which=which)
-  finally:
-    ckpts.close()
-  evaluator = evaluator_lib.Evaluator.from_config(config, graphdef, rest, tokenizer,
-                                                 beam_size=_BEAM.value)
+  run = trained.load_run(workdir, checkpoint=which)
+  config, tokenizer, step = run.config, run.tokenizer, run.step
+  evaluator = run.evaluator(_BEAM.value)
 
   if lines is not None:
     limit = config.data.max_length
@@ -97,7 +87,7 @@ def main():
       if n > limit:
         print(f'warning: {_INPUT.value}:{i + 1}: {n} tokens, truncated to data.max_length={limit}',
               file=sys.stderr)
-    hypotheses = evaluator.translate(state.params, lines, max_source_length=limit)
+    hypotheses = run.translate(lines, beam_size=_BEAM.value)
     with open(_OUTPUT.value + '.tmp', 'w', encoding='utf-8') as f:
       f.writelines(h + '\n' for h in hypotheses)
     os.replace(_OUTPUT.value + '.tmp', _OUTPUT.value)
@@ -111,12 +101,12 @@ def main():
     raise UserError(f'--split={_SPLIT.value!r}: allowed: {", ".join(sorted(data.sources))}')
   pairs = data.texts(_SPLIT.value, _NUM.value)
   if _PLOT.value:
-    paths = plot_attention(config, graphdef, rest, state.params, tokenizer, pairs[:_PLOT.value],
+    paths = plot_attention(run, pairs[:_PLOT.value],
                            os.path.join(workdir, 'eval', 'attention', _SPLIT.value))
     print(f'wrote {len(paths)} attention plots under {os.path.dirname(paths[0])}' if paths
           else 'this model has no attention weights to plot')
     return
-  metrics, rows, signatures = evaluator.evaluate(state.params, pairs)
+  metrics, rows, signatures = evaluator.evaluate(run.params, pairs)
   path = evaluator_lib.write_results(
       workdir, _SPLIT.value, step, metrics, rows, signatures,
       extra={'checkpoint': str(which), 'beam_size': evaluator.beam_size})
@@ -128,20 +118,17 @@ def main():
   print(f'wrote {path}')
 
 
-def plot_attention(config, graphdef, rest, params, tokenizer, pairs, prefix):
-  import numpy as np
-  from attention.models import interpret
+def plot_attention(run, pairs, prefix):
+  """Heat maps of every attention of the run on each (source, target) pair."""
   from attention.data import pipeline
   from attention.evaluation import plots
-  from attention.models import merge_model
-  model = merge_model(graphdef, params, rest)
   paths = []
   for i, (source, target) in enumerate(pairs):
-    ex = pipeline.encode_pair(tokenizer, source, target)
-    maps = interpret.attention_maps(model, ex['src'][None], ex['tgt_in'][None])
-    maps = {k: np.asarray(v[0]) for k, v in maps.items()}
-    paths += plots.plot_example(maps, tokenizer.pieces(ex['src']), tokenizer.pieces(ex['tgt_in']),
-                                f'{prefix}_{i}')
+    maps = run.attention_maps(source, target)
+    ex = pipeline.encode_pair(run.tokenizer, source, target,
+                              max_source_length=run.config.data.max_length)
+    paths += plots.plot_example(maps, run.tokenizer.pieces(ex['src']),
+                                run.tokenizer.pieces(ex['tgt_in']), f'{prefix}_{i}')
   return paths
 
 

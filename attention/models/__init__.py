@@ -21,6 +21,13 @@ from attention.models.transformer import Transformer
 MODELS = {'transformer': Transformer, 'lstm': LSTMSeq2Seq}
 
 
+def from_preset(preset: str, *, rngs: nnx.Rngs, **fields):
+  """The model of a preset (attention.models.presets) with fields of config.model replaced,
+  e.g. from_preset('lstm', vocab_size=1000, rnn_attention='none', rngs=nnx.Rngs(0))."""
+  from attention.models import presets
+  return build(presets.with_fields(preset, fields), rngs=rngs)
+
+
 def build(cfg, *, rngs: nnx.Rngs):
   """cfg: config.model, with vocab_size already set (> 0)."""
   if cfg.name not in MODELS:

@@ -134,7 +134,17 @@ class DecoderBlock(nnx.Module):
 
 
 class Transformer(nnx.Module):
-  """Encoder-decoder Transformer; __call__(src, tgt_in) -> logits [B, T, vocab]."""
+  """Encoder-decoder Transformer; __call__(src [B, S], tgt_in [B, T]) -> logits [B, T, vocab]."""
+
+  @classmethod
+  def from_preset(cls, preset: str, *, rngs: nnx.Rngs, **fields) -> Transformer:
+    """The Transformer of a preset (attention.models.presets: tiny, mini, small, base, big)
+    with fields of config.model replaced; vocab_size is required (> 0)."""
+    from attention.models import presets
+    cfg = presets.with_fields(preset, fields)
+    if cfg.name != 'transformer':
+      raise ValueError(f'preset {preset!r} is not a Transformer (model.name={cfg.name!r})')
+    return cls(cfg, rngs=rngs)
 
   def __init__(self, cfg, *, rngs: nnx.Rngs):
     if cfg.positional not in POSITIONAL_SCHEMES:
