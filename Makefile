@@ -39,10 +39,12 @@ train: install
 	$(PY) train.py --config=configs/default.py --workdir=$(WORKDIR) \
 	    "--config.eval.extra_splits=('test_long',)"
 
+# The kernel table and the model benchmark into runs/bench/ (results/ holds recordings,
+# written only by scripts/reproduce.py --record).
 bench: install
-	$(PY) scripts/bench_attention.py --out_dir=results/bench_attention
+	$(PY) scripts/bench_attention.py --out_dir=runs/bench/attention
 	$(PY) scripts/bench_model.py --config=configs/default.py:model=small \
-	    --config.model.positional=sinusoidal --json > results/bench_model/bench_model.json
+	    --config.model.positional=sinusoidal --json > runs/bench/bench_model.json
 
 clean:
 	rm -rf $(VENV) .venv-* .pytest_cache

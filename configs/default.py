@@ -10,7 +10,7 @@ The config string takes comma-separated key=value pairs (as big_vision does):
   model=tiny|mini|small|base|big|lstm    model preset (configs/models.py; default mini)
 Any field can then be overridden from the command line: --config.model.num_heads=8.
 
-Results, as recorded by scripts/reproduce.py (results/train/<job>/; wall times and the
+Results, as recorded by scripts/reproduce.py (results/train_<name>/; wall times and the
 machine in README, "Results"; tests/test_configs.py holds these lines to the recording):
   make train (this config, extra split test_long): test BLEU 99.88, exact match 99.60%
       (2000 sentences, beam 4); test_long BLEU 36.54, exact match 0.30%
@@ -99,7 +99,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 # better), one validation pass at the end, and the paper's absolute positions: output i
 # is source word i (copy) or the word i places before EOS (reverse), and cross-attention
 # sees no positions under RoPE, which then has to count. Measured with model=tiny on
-# 2 CPU cores (README, "Results"; results/train/{copy,reverse}_tiny/).
+# 2 CPU cores (README, "Results"; results/train_{copy,reverse}_tiny/).
 TASK_DEFAULTS = {
     'copy': {'train.num_steps': 300},
     'reverse': {'train.num_steps': 550},

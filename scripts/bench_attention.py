@@ -1,6 +1,6 @@
 r"""Attention kernels against their peers: time, GFLOP/s, compiled memory, peak RSS.
 
-  python scripts/bench_attention.py                       # full table -> results/bench_attention/
+  python scripts/bench_attention.py                       # full table -> runs/bench_attention/
   python scripts/bench_attention.py --lengths=4096 --repeats=9
   python scripts/bench_attention.py --tune                # flash block sizes at --lengths
   python scripts/bench_attention.py --profile --lengths=4096 --candidates=flash  # per XLA op
@@ -58,7 +58,8 @@ flags.DEFINE_float('max_seconds', 20.0, 'Skip a candidate whose warm-up call too
 flags.DEFINE_float('memory_budget_gib', 6.0,
                    'Do not run a candidate whose compiled temporaries exceed this.')
 flags.DEFINE_list('rss_lengths', ['16384'], 'Lengths at which peak RSS is measured.')
-flags.DEFINE_string('out_dir', 'results/bench_attention', 'Where JSON, Markdown, PNG go.')
+flags.DEFINE_string('out_dir', 'runs/bench_attention', 'Where JSON, Markdown, PNG go '
+                    '(results/ holds the recordings, which reproduce.py --record writes).')
 flags.DEFINE_bool('tune', False, 'Sweep flash block sizes instead of comparing kernels.')
 flags.DEFINE_list('tune_blocks', ['128x512', '256x256', '256x512', '512x256', '512x512',
                                   '512x1024', '1024x512', '1024x1024'], 'Blocks for --tune.')

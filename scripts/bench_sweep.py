@@ -1,6 +1,6 @@
 """How well scripts/sweep.py uses the machine: cores kept busy, and the cost of a re-run.
 
-  python scripts/bench_sweep.py --workdir=/tmp/bench_sweep [--json=results/bench_sweep/bench.json]
+  python scripts/bench_sweep.py --workdir=/tmp/bench_sweep [--json=runs/bench_sweep.json]
 
 Runs a 4-point sweep of short `copy` runs (model tiny) from scratch with the default
 --parallel (one point per CPU), then the same command again on the finished directory.

@@ -13,16 +13,15 @@ from the file the job writes now, and checks them against its tolerance:
   timings   only ratios taken inside one run (flash against jax.nn in the same process),
             compared relatively: the development VM drifts by 10-30% in absolute speed;
             and only with a recording from the same kind of machine (vector ISA and
-            devices, attention/bench/machine.py): x/bench.json is the first recording,
-            x/bench.avx2.json the same job recorded on an AVX2 host (a study's
-            machine is in the machine.json beside its results.csv). Without one, the
-            claim is reported as not comparable, neither passed nor failed
+            devices, attention/bench/machine.py): results/<job>/<kind>/, e.g.
+            results/kernels_full/avx2/bench.json. Without one, the claim is reported
+            as not comparable, neither passed nor failed
   memory    compiled temporary bytes, deterministic for one jax version
   quality   BLEU / exact match / perplexity of seeded runs, compared absolutely. A
             study's single runs only on the recording's kind of machine: a 400-step run
             is deterministic there, but another ISA's rounding moves it by more than
             any useful tolerance (on one host, flash's change of rounding alone moved
-            a point's exact match by up to 18 points: results/studies/recheck_*).
+            a point's exact match by many points; docs/development_log.md).
             Where a study swept seeds, the mean over them is compared on any machine,
             within the column's tolerance plus half the recorded range
 
@@ -35,8 +34,9 @@ optional package (PyTorch for the peer columns: pip install -e '.[bench]') is sk
 with a note when it is missing. Each job's wall time is shown beside its claims, this
 run's and the recorded one (results/wall_times.json), never compared.
 
---record copies what the jobs produced over the recorded files in results/: how a new
-number is recorded (then quote it in README/BENCHMARKS).
+--record copies what the jobs produced into results/<job>/<kind of this machine>/, over
+that kind's earlier recording and never another's: how a new number is recorded (then
+quote it in README, docs/ or BENCHMARKS). results/README.md lists the jobs' files.
 
 The jobs and claims are a table, scripts/reproducing/jobs.py and studies.py; this file
 only selects from it, runs (reproducing/runner.py) and compares (reproducing/compare.py).

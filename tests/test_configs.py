@@ -1,5 +1,6 @@
 """Config strings, presets and the field checks behind train.py's error messages."""
 
+import glob
 import json
 import os
 import re
@@ -150,11 +151,12 @@ def test_extending_a_cosine_run_warns_that_the_decay_jumps(tmp_path, monkeypatch
 
 
 def test_the_default_configs_docstring_quotes_the_recorded_results():
-  """configs/default.py's results are the recorded runs' (results/train/), to 2 decimals."""
+  """configs/default.py's results are the recorded runs' (results/train_<job>/, every kind
+  of machine they were recorded on), to 2 decimals."""
   import configs.default
   doc = configs.default.__doc__
   results = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                         'results', 'train')
+                         'results')
   quoted = {
       ('default', 'test'): r'make train .*?: test BLEU ([\d.]+), exact match ([\d.]+)%',
       ('default', 'test_long'): r'test_long BLEU ([\d.]+), exact match ([\d.]+)%',
@@ -165,7 +167,10 @@ def test_the_default_configs_docstring_quotes_the_recorded_results():
   for (job, split), pattern in quoted.items():
     match = re.search(pattern, doc, flags=re.S)
     assert match, (job, split, 'not quoted')
-    with open(os.path.join(results, job, f'{split}.json')) as f:
-      recorded = json.load(f)
-    assert (match.group(1), match.group(2)) == (f'{recorded["bleu"]:.2f}',
-                                                f'{recorded["exact_match"]:.2f}'), (job, split)
+    paths = glob.glob(os.path.join(results, f'train_{job}', '*', f'{split}.json'))
+    assert paths, (job, split, 'not recorded')
+    for path in paths:
+      with open(path) as f:
+        recorded = json.load(f)
+      assert (match.group(1), match.group(2)) == (f'{recorded["bleu"]:.2f}',
+                                                  f'{recorded["exact_match"]:.2f}'), path

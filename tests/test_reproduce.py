@@ -12,7 +12,7 @@ import pytest
 
 from tests import e2e
 
-MEMORY_FILES = ('bench_attention_memory/bench.json',)
+MEMORY_FILES = ('kernels_memory/avx2/bench.json',)
 
 
 def reproduce(*args):
@@ -73,7 +73,7 @@ def test_documents_and_jobs_cite_each_other():
 
 
 @pytest.mark.parametrize('args, message', [
-    (['--only=kernels_nope'], "--only: unknown job 'kernels_nope'; allowed: kernels_ab_81839eb"),
+    (['--only=kernels_nope'], "--only: unknown job 'kernels_nope'; allowed: kernels_full"),
     (['--only='], '--only is empty; name one or more jobs, allowed:'),   # not: run them all
     (['--only=kernels_memory', '--results_dir={tmp}/nowhere'], '--results_dir: '),
     (['--only=kernels_memory', '--workdir=/dev/null/w'], '--workdir: cannot create /dev/null/w'),
@@ -153,9 +153,9 @@ def test_timings_are_compared_only_between_machines_of_one_kind(tmp_path):
     return json.dumps({'machine': {'cpu': 'x', 'cpu_id': 'family 1 model 1', 'isa': isa,
                                    'devices': ['cpu']}, 'rows': rows})
 
-  recorded = tmp_path / 'results' / 'bench_attention'
-  recorded.mkdir(parents=True)
-  (recorded / 'bench.json').write_text(bench('avx512', 2.0))
+  recorded = tmp_path / 'results' / 'kernels_full'
+  (recorded / 'avx512').mkdir(parents=True)
+  (recorded / 'avx512' / 'bench.json').write_text(bench('avx512', 2.0))
   job = tmp_path / 'w' / 'kernels_quick'
   job.mkdir(parents=True)
   (job / 'done.json').write_text('{}')
@@ -174,15 +174,16 @@ def test_timings_are_compared_only_between_machines_of_one_kind(tmp_path):
   assert '0 passed, 4 failed, 0 not comparable' in same.stdout, same.stdout
 
   # The job's own recording, from this kind of machine, comes before the full table's.
-  quick = tmp_path / 'results' / 'bench_attention_quick'
-  quick.mkdir()
+  quick = tmp_path / 'results' / 'kernels_quick' / 'avx512'
+  quick.mkdir(parents=True)
   (quick / 'bench.json').write_text(bench('avx512', 1.1))
   own = reproduce(*args)
   assert own.returncode == 0, own.stdout + own.stderr
   assert '4 passed, 0 failed' in own.stdout, own.stdout
 
   # A recording of the same job from this kind of machine is used where it exists.
-  (recorded / 'bench.avx2.json').write_text(bench('avx2', 1.1))
+  (recorded / 'avx2').mkdir()
+  (recorded / 'avx2' / 'bench.json').write_text(bench('avx2', 1.1))
   (job / 'bench.json').write_text(bench('avx2', 1.0))
   alt = reproduce(*args)
   assert alt.returncode == 0, alt.stdout + alt.stderr
@@ -191,17 +192,17 @@ def test_timings_are_compared_only_between_machines_of_one_kind(tmp_path):
 
 def test_record_keeps_each_machine_kinds_files_apart(tmp_path):
   """--record of a finished kernels_full from an AVX2 host, where the first recording is
-  from an AVX-512 one: the JSON, the table and the plot go to bench.avx2.*, and the first
-  recording's files are left as they were."""
+  from an AVX-512 one: the JSON, the table and the plot go to kernels_full/avx2/, and the
+  AVX-512 recording's files are left as they were."""
   def machine(isa):
     return {'cpu': 'x', 'cpu_id': 'family 1 model 1', 'isa': isa, 'devices': ['cpu']}
 
-  recorded = tmp_path / 'results' / 'bench_attention'
-  recorded.mkdir(parents=True)
+  recorded = tmp_path / 'results' / 'kernels_full'
+  (recorded / 'avx512').mkdir(parents=True)
   first = {'bench.json': json.dumps({'machine': machine('avx512'), 'rows': []}),
            'bench.md': 'avx512 table', 'bench.png': 'avx512 plot'}
   for name, text in first.items():
-    (recorded / name).write_text(text)
+    (recorded / 'avx512' / name).write_text(text)
   job = tmp_path / 'w' / 'kernels_full'
   job.mkdir(parents=True)
   (job / 'done.json').write_text('{"wall_s": 12.5}')
@@ -213,9 +214,10 @@ def test_record_keeps_each_machine_kinds_files_apart(tmp_path):
                   f'--results_dir={tmp_path / "results"}')
   assert out.returncode == 0, out.stdout + out.stderr
   for name, text in first.items():
-    assert (recorded / name).read_text() == text
+    assert (recorded / 'avx512' / name).read_text() == text
   for ext in ('json', 'md', 'png'):
-    assert (recorded / f'bench.avx2.{ext}').read_text() == produced[f'bench.{ext}']
+    assert (recorded / 'avx2' / f'bench.{ext}').read_text() == produced[f'bench.{ext}']
+  assert sorted(os.listdir(recorded)) == ['avx2', 'avx512']
   # The job's wall time, recorded under this host's vector ISA, to be shown by later runs.
   wall = json.loads((tmp_path / 'results' / 'wall_times.json').read_text())['kernels_full']
   assert [w['seconds'] for w in wall.values()] == [12.5]
@@ -232,7 +234,7 @@ def test_study_runs_are_compared_only_between_machines_of_one_kind(tmp_path):
         f'reference,50.0,1000,100.0\nflash,{flash_bleu},1000,{flash_ms}\n')
     (directory / 'machine.json').write_text(json.dumps({'isa': isa, 'devices': ['cpu']}))
 
-  study(tmp_path / 'results' / 'studies' / 'kernels', 50.0, 51.0, 'avx512')
+  study(tmp_path / 'results' / 'study_kernels' / 'avx512', 50.0, 51.0, 'avx512')
   job = tmp_path / 'w' / 'study_kernels'
   study(job, 100.0, 41.0, 'avx2')   # flash 2x slower relative to reference, and 10 BLEU off
   (job / 'done.json').write_text('{}')
@@ -252,7 +254,7 @@ def test_study_runs_are_compared_only_between_machines_of_one_kind(tmp_path):
 
 def test_record_keeps_a_study_from_another_machine_in_its_own_directory(tmp_path):
   """--record of a study finished on an AVX2 host, where the first recording is from an
-  AVX-512 one: its files go to studies/kernels/avx2/ and the first recording is left as it
+  AVX-512 one: its files go to study_kernels/avx2/ and the AVX-512 recording is left as it
   was; checking the same run again then compares its step times with the AVX2 recording."""
   def study(directory, flash_ms, isa):
     directory.mkdir(parents=True)
@@ -262,7 +264,7 @@ def test_record_keeps_a_study_from_another_machine_in_its_own_directory(tmp_path
     (directory / 'machine.json').write_text(json.dumps({'isa': isa, 'devices': ['cpu']}))
     (directory / 'results.md').write_text(f'{isa} table')
 
-  first = tmp_path / 'results' / 'studies' / 'kernels'
+  first = tmp_path / 'results' / 'study_kernels' / 'avx512'
   study(first, 50.0, 'avx512')
   job = tmp_path / 'w' / 'study_kernels'
   study(job, 100.0, 'avx2')
@@ -274,7 +276,7 @@ def test_record_keeps_a_study_from_another_machine_in_its_own_directory(tmp_path
   assert (first / 'results.md').read_text() == 'avx512 table'
   assert '50.0' in (first / 'results.csv').read_text()
   for name in ('results.csv', 'machine.json', 'results.md'):
-    assert (first / 'avx2' / name).read_text() == (job / name).read_text(), name
+    assert (first.parent / 'avx2' / name).read_text() == (job / name).read_text(), name
 
   again = reproduce(*args)
   assert again.returncode == 0, again.stdout + again.stderr
@@ -286,7 +288,7 @@ def test_seed_means_are_compared_on_any_machine_within_the_seeds_range(tmp_path)
   column's tolerance (2 BLEU) plus half the range the recorded seeds spanned (here 6)."""
   summary = ('model.positional,seeds,val_bleu,val_bleu_min,val_bleu_max,params\n'
              'rope,3,{},{},{},1000\n')
-  recorded = tmp_path / 'results' / 'studies' / 'positional'
+  recorded = tmp_path / 'results' / 'study_positional' / 'avx512'
   recorded.mkdir(parents=True)
   (recorded / 'summary.csv').write_text(summary.format(60.0, 54.0, 66.0))
   (recorded / 'machine.json').write_text(json.dumps({'isa': 'avx512', 'devices': ['cpu']}))
@@ -321,4 +323,9 @@ def test_machine_kind_is_the_vector_isa_and_devices():
   mixed = machine.common([zen5, zen3])
   assert mixed['isa'] == 'mixed' and mixed['machines'] == [zen5, zen3]
   assert machine.same_kind(mixed, zen5) and machine.same_kind(mixed, mixed)
+  # The folder of a kind under results/<job>/.
+  assert [machine.kind(m) for m in (zen5, zen3, mixed, {'cpu': 'old file'})] == [
+      'avx512', 'avx2', 'mixed', 'unrecorded']
+  assert machine.kind(dict(zen5, devices=['NVIDIA H100 80GB HBM3'] * 8)) == (
+      'avx512-nvidia_h100_80gb_hbm3')
   assert machine.common([None]) is None

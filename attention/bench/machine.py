@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 
 FILE = 'machine.json'   # a run directory's description of the machine that trained it
 
@@ -42,6 +43,17 @@ def describe() -> dict:
   return {**cpu(), 'cores': os.cpu_count(), 'backend': jax.default_backend(),
           'devices': [d.device_kind for d in jax.devices()], 'jax': jax.__version__,
           'python': platform.python_version()}
+
+
+def kind(description: dict) -> str:
+  """The name of a machine's kind, as results/<job>/<kind>/ spells it: its vector ISA,
+  then its accelerators if it has any ('avx2', 'avx512', 'avx512-nvidia_h100');
+  'unrecorded' for a description from before the ISA was recorded, 'mixed' for runs on
+  several kinds."""
+  if 'isa' not in description:
+    return 'unrecorded'
+  accelerators = sorted({d for d in description.get('devices') or () if d.lower() != 'cpu'})
+  return re.sub(r'[^a-z0-9_.-]+', '_', '-'.join([description['isa'], *accelerators]).lower())
 
 
 def write(directory: str) -> None:

@@ -85,7 +85,7 @@ def _non_causal(query, key, value, phi_q, phi_k, normalize):
 
   Head-major ([B, K, T, H]): the two products then batch over leading axes and the
   transposes fuse with the feature maps, which made it faster than token-major einsums with
-  a separate denominator (the A/B: reproduce.py's kernels_ab_linear job, BENCHMARKS.md).
+  a separate denominator (timed old against new: docs/development_log.md).
   """
   to_heads = lambda x: jnp.swapaxes(x, 1, 2)       # [B, T, K, ...] -> [B, K, T, ...]
   k = to_heads(phi_k(key, jnp.arange(key.shape[1])))

@@ -14,7 +14,7 @@ Three seeds of each, 24 points: about 50 minutes on 2 CPU cores. Reaches (mean t
 match over the seeds, lang / reverse): Transformer sinusoidal 7.6% / 8.8%, RoPE 19.2% /
 53.7%; LSTM with attention 0.0% / 90.8% (40.7% on reverse's longer test_long); LSTM
 without attention 0.0% / 13.3%.
-Results: README, "Studies"; recorded in results/studies/attention_vs_recurrence/
+Results: docs/experiments.md, "Studies"; recorded in results/study_attention_vs_recurrence/
 (summary.md: mean and range over the seeds).
 """
 

@@ -9,7 +9,7 @@ to 16384.
 
 Positions are the paper's sinusoidal ones (the default when this study was run).
 
-Results: README, "Studies"; recorded in results/studies/kernels/.
+Results: docs/experiments.md, "Studies"; recorded in results/study_kernels/.
 """
 
 from configs.sweeps import sweep

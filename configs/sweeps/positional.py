@@ -9,7 +9,7 @@ causal mask is then the only source of order).
 Three seeds of each, 15 points: about 50 minutes on 2 CPU cores. Reaches (mean test exact
 match over the seeds): RoPE 99.5%, sinusoidal 69.4%, ALiBi 57.3%, learned 21.2%, none 1.6%;
 on test_long every scheme stays at or below 0.3%.
-Results: README, "Studies"; recorded in results/studies/positional/ (summary.md: mean and
+Results: docs/experiments.md, "Studies"; recorded in results/study_positional/ (summary.md: mean and
 range over the seeds).
 """
 

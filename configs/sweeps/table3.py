@@ -12,7 +12,7 @@ exact match. A tenth of the paper's rows, and short runs (300 steps of 32 rows, 
 the third of `make train`'s tokens): each point takes about 4 minutes on one core, so
 the 10 points fit in 25 minutes on 2 cores.
 
-Results: README, "Studies"; recorded in results/studies/table3/.
+Results: docs/experiments.md, "Studies"; recorded in results/study_table3/.
 """
 
 from configs.sweeps import sweep

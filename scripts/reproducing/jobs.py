@@ -4,10 +4,9 @@ close a re-measurement must come. Data only; the machinery is runner.py and comp
 
 from __future__ import annotations
 
-import os
 
 from reproducing import studies
-from reproducing.spec import PY, Claim, Job, field, load, ratio, row
+from reproducing.spec import PY, Claim, Job, field, load, ratio, recordings, row
 
 
 def _bench(out_dir, *args):
@@ -19,55 +18,44 @@ JOBS = [
     # job has no recording from the machine's kind (its own is from the Zen 3, AVX2, host).
     Job('kernels_quick', (_bench('{out}', '--lengths=1024', '--causal=false,true',
                                  '--candidates=flash,jax.nn', '--repeats=7', '--rss_lengths='),),
-        {'bench.json': 'bench_attention_quick/bench.json'}, minutes=1.5, quick=True),
+        {'bench.json': 'bench.json'}, minutes=1.5, quick=True),
     Job('kernels_memory', (_bench('{out}', '--lengths=16384', '--causal=false', '--passes=fwd_bwd',
                                   '--candidates=flash,reference,local,linear', '--rss_lengths=',
                                   '--memory_budget_gib=0'),),
-        {'bench.json': 'bench_attention_memory/bench.json'}, minutes=1.5, quick=True),
+        {'bench.json': 'bench.json'}, minutes=1.5, quick=True),
     Job('kernels_targets', (_bench('{out}', '--lengths=4096', '--causal=false',
                                    '--candidates=flash,flash+causal,jax.nn,torch', '--repeats=7',
                                    '--rss_lengths='),),
-        {'bench.json': 'bench_attention_causal/bench.json'}, minutes=4, needs=('torch',)),
+        {'bench.json': 'bench.json'}, minutes=4, needs=('torch',)),
     Job('kernels_rss', (_bench('{out}', '--lengths=16384', '--causal=false', '--passes=fwd_bwd',
                                '--candidates=flash,local,linear,torch', '--repeats=1',
                                '--max_seconds=120'),),
-        {'bench.json': 'bench_attention_rss/bench.json'}, minutes=8, needs=('torch',)),
+        {'bench.json': 'bench.json'}, minutes=8, needs=('torch',)),
     Job('kernels_growth', (_bench('{out}', '--lengths=4096,16384', '--candidates=local,linear',
                                   '--repeats=7', '--rss_lengths='),),
-        {'bench.json': 'bench_attention_growth/bench.json'}, minutes=3),
+        {'bench.json': 'bench.json'}, minutes=3),
     # Heads split over two forced host devices (attention/kernels/head_parallel.py).
     Job('kernels_heads', (_bench('{out}', '--lengths=4096', '--causal=false,true',
                                  '--candidates=flash,flash@heads,flash:256x256@heads,jax.nn,'
                                  'jax.nn@heads,torch',
                                  '--repeats=5', '--rss_lengths='),),
-        {'bench.json': 'bench_attention_heads/bench.json'}, minutes=6, needs=('torch',),
+        {'bench.json': 'bench.json'}, minutes=6, needs=('torch',),
         env=(('XLA_FLAGS', '--xla_force_host_platform_device_count=2'),)),
     # Flash's and jax.nn's time split over XLA's operations (bench_attention.py --profile).
     Job('kernels_profile', (_bench('{out}', '--profile', '--lengths=4096', '--causal=false,true',
                                    '--candidates=flash,jax.nn', '--repeats=3'),),
-        {'profile.json': 'bench_attention_profile/profile.json'}, minutes=3),
-    # Flash before and after commit 81839eb (no score-tile copies), interleaved in one process.
-    Job('kernels_ab_81839eb', ((PY, 'scripts/ab_kernel.py', '--rev=81839eb~1', '--against=81839eb',
-                                '--kernel=flash',
-                                '--lengths=4096', '--repeats=5', '--json={out}/ab.json'),),
-        {'ab.json': 'ab_kernel/flash_81839eb.json'}, minutes=3),
-    # linear before and after commit 938a485 (causal scan, head-major non-causal form).
-    Job('kernels_ab_linear_938a485', ((PY, 'scripts/ab_kernel.py', '--rev=938a485~1',
-                                       '--against=938a485', '--kernel=linear',
-                                       '--lengths=4096,16384', '--repeats=5',
-                                       '--json={out}/ab.json'),),
-        {'ab.json': 'ab_kernel/linear_938a485.json'}, minutes=4),
+        {'profile.json': 'profile.json'}, minutes=3),
     Job('kernels_full', (_bench('{out}', '--repeats=5'),),
-        {f'bench.{ext}': f'bench_attention/bench.{ext}' for ext in ('json', 'md', 'png')},
+        {f'bench.{ext}': f'bench.{ext}' for ext in ('json', 'md', 'png')},
         minutes=20, needs=('torch',)),
     Job('kernels_tune', (_bench('{out}', '--tune', '--lengths=4096', '--causal=false,true',
                                 '--repeats=5', '--passes=fwd,fwd_bwd'),),
-        {'tune.json': 'bench_attention/tune.json'}, minutes=8),
+        {'tune.json': 'tune.json'}, minutes=8),
     Job('model_meshes', ((PY, 'scripts/bench_model.py', '--config=configs/default.py:model=small',
                           '--config.model.positional=sinusoidal', '--meshes=1x1,8x1,4x2',
                           '--skip=greedy,uncached,beam', '--batch=64', '--length=32',
                           '--repeats=10', '--json'),),
-        {'bench_model.json': 'bench_model/meshes_8_forced_cpu_devices.json'}, minutes=6,
+        {'bench_model.json': 'bench_model.json'}, minutes=6,
         env=(('XLA_FLAGS', '--xla_force_host_platform_device_count=8'),),
         stdout='bench_model.json'),
     # Needs PyPI once: the Flax WMT example comes from the installed flax's sdist.
@@ -75,27 +63,27 @@ JOBS = [
                                '--config=configs/default.py:model=small',
                                '--config.model.positional=sinusoidal', '--flax_wmt={out}/flax_wmt',
                                '--fetch', '--json={out}/bench.json'),),
-        {'bench.json': 'bench_model/flax_wmt.json'}, minutes=8),
+        {'bench.json': 'bench.json'}, minutes=8),
     Job('sweep_use', ((PY, 'scripts/bench_sweep.py', '--workdir={out}/scratch',
                        '--json={out}/bench.json'),),
-        {'bench.json': 'bench_sweep/bench.json'}, minutes=4),
+        {'bench.json': 'bench.json'}, minutes=4),
 ]
 
-FULL, TARGETS = 'bench_attention/bench.json', 'bench_attention_causal/bench.json'
+FULL, TARGETS = 'kernels_full/bench.json', 'kernels_targets/bench.json'
 WALL_TIMES = 'wall_times.json'
-GROWTH, HEADS = 'bench_attention_growth/bench.json', 'bench_attention_heads/bench.json'
-RSS, MESHES = 'bench_attention_rss/bench.json', 'bench_model/meshes_8_forced_cpu_devices.json'
-FLAX_WMT = 'bench_model/flax_wmt.json'
-PROFILE = 'bench_attention_profile/profile.json'
+GROWTH, HEADS = 'kernels_growth/bench.json', 'kernels_heads/bench.json'
+RSS, MESHES = 'kernels_rss/bench.json', 'model_meshes/bench_model.json'
+FLAX_WMT = 'model_vs_flax_wmt/bench.json'
+PROFILE = 'kernels_profile/profile.json'
 # Compiled temporaries only (nothing runs), deterministic for one jax version and kernel.
-MEMORY = 'bench_attention_memory/bench.json'
+MEMORY = 'kernels_memory/bench.json'
 
 CLAIMS = [
     # Flash against jax.nn at 1024 in one process: compared with this job's own recording
     # (the same command), else, on a kind of machine it was not recorded on, with the full
     # kernel table's 1024 rows (another command: eight candidates, every length).
     *[Claim(f"flash {pass_} 1024{' causal' if causal else ''}: x vs jax.nn", 'kernels_quick',
-            'bench_attention_quick/bench.json', 'bench.json',
+            'kernels_quick/bench.json', 'bench.json',
             field(row('flash', 1024, causal, pass_), 'speedup_vs_jax.nn'),
             rel=0.3, where='BENCHMARKS, Full table', same_machine=True, also=(FULL,))
       for causal in (False, True) for pass_ in ('fwd', 'fwd_bwd')],
@@ -132,18 +120,6 @@ CLAIMS = [
             lambda d, s=row(name, 4096, causal, pass_): s(d)['categories']['matmul']['share'],
             abs=0.08, where="BENCHMARKS, Where flash's time goes", same_machine=True)
       for name in ('flash', 'jax.nn') for causal in (False, True) for pass_ in ('fwd', 'fwd_bwd')],
-    *[Claim(f"flash {pass_} 4096{' causal' if causal else ''}: 81839eb / its parent, speed-up",
-            'kernels_ab_81839eb', 'ab_kernel/flash_81839eb.json', 'ab.json',
-            lambda d, k=(pass_, causal): next(r['speedup'] for r in d['rows']
-                                              if (r['pass'], r['causal']) == k),
-            abs=0.1, where="BENCHMARKS, Where flash's time goes", same_machine=True)
-      for pass_ in ('fwd', 'fwd_bwd') for causal in (False, True)],
-    *[Claim(f"linear {pass_} {length}{' causal' if causal else ''}: 938a485 / its parent, "
-            'speed-up', 'kernels_ab_linear_938a485', 'ab_kernel/linear_938a485.json', 'ab.json',
-            lambda d, k=(pass_, causal, length): next(
-                r['speedup'] for r in d['rows'] if (r['pass'], r['causal'], r['length']) == k),
-            rel=0.3, where='BENCHMARKS, Local and linear growth', same_machine=True)
-      for pass_ in ('fwd', 'fwd_bwd') for causal in (False, True) for length in (4096, 16384)],
     *[Claim(f'{name} fwd+bwd 16384: peak RSS (MiB)', 'kernels_rss', RSS, 'bench.json',
             lambda d, n=name: field(row(n, 16384, False, 'fwd_bwd'), 'peak_rss_bytes')(d) / 2**20,
             rel=0.15, where='BENCHMARKS, Peak memory at 16384')
@@ -167,21 +143,23 @@ CLAIMS = [
     *[Claim(f'model small: parameters, {who}', 'model_vs_flax_wmt', FLAX_WMT, 'bench.json',
             lambda d, w=who: d['params'][w], where='BENCHMARKS, Model throughput')
       for who in ('flax_wmt', 'ours_flash')],
-    Claim('sweep of 4 points: cores kept busy', 'sweep_use', 'bench_sweep/bench.json',
+    Claim('sweep of 4 points: cores kept busy', 'sweep_use', 'sweep_use/bench.json',
           'bench.json', lambda d: d['cores_busy'], rel=0.15, where='BENCHMARKS, Sweeps',
           same_machine=True),
     Claim('sweep of 4 points: re-run / first run wall time', 'sweep_use',
-          'bench_sweep/bench.json', 'bench.json', lambda d: d['rerun_fraction'], abs=0.04,
+          'sweep_use/bench.json', 'bench.json', lambda d: d['rerun_fraction'], abs=0.04,
           where='BENCHMARKS, Sweeps', same_machine=True),
 ]
 
 def train_job(name: str, config: str, minutes: float, quick: bool = False, *extra) -> Job:
-  """train.py into {out}/run (data prepared once into data/, as `make train` does)."""
-  files = {f'run/eval/{split}.json': f'train/{name}/{split}.json'
+  """train.py into {out}/run (data prepared once into data/, as `make train` does), with
+  the machine it ran on recorded beside its scores."""
+  files = {f'run/eval/{split}.json': f'{split}.json'
            for split in ('test', *(['test_long'] if extra else []))}
-  files['run/metrics.jsonl'] = f'train/{name}/metrics.jsonl'
+  files.update({'run/metrics.jsonl': 'metrics.jsonl', 'run/machine.json': 'machine.json'})
   return Job(f'train_{name}', ((PY, 'train.py', f'--config={config}', '--workdir={out}/run',
-                                *extra),), files, minutes=minutes, quick=quick, resumes=True)
+                                '--record_machine', *extra),), files, minutes=minutes,
+             quick=quick, resumes=True)
 
 
 JOBS += [
@@ -199,16 +177,16 @@ def _last(split, key):
 
 
 def _train_claims(name: str, splits: tuple) -> list[Claim]:
-  claims = [Claim(f'train {name}: {split} {key}', f'train_{name}', f'train/{name}/{split}.json',
+  claims = [Claim(f'train {name}: {split} {key}', f'train_{name}', f'train_{name}/{split}.json',
                   f'run/eval/{split}.json', lambda d, k=key: d[k], abs=tol,
                   where='README, Results')
             for split in splits for key, tol in (('bleu', 1.0), ('exact_match', 1.0),
                                                  ('token_accuracy', 0.5))]
   claims.append(Claim(f'train {name}: last validation exact match', f'train_{name}',
-                      f'train/{name}/metrics.jsonl', 'run/metrics.jsonl',
+                      f'train_{name}/metrics.jsonl', 'run/metrics.jsonl',
                       _last('validation', 'exact_match'), abs=2.0, where='README, Results'))
   claims.append(Claim(f'train {name}: padding fraction', f'train_{name}',
-                      f'train/{name}/metrics.jsonl', 'run/metrics.jsonl',
+                      f'train_{name}/metrics.jsonl', 'run/metrics.jsonl',
                       _last('train', 'padding_fraction'), abs=0.01, where='BENCHMARKS, make train'))
   return claims
 
@@ -230,10 +208,8 @@ UNCHECKED = [
 
 def _full_table_claims(results: str) -> list[Claim]:
   """One claim per timed row of the full kernel table: its speed against jax.nn."""
-  path = os.path.join(results, FULL)
-  if not os.path.exists(path):
-    return []
-  rows = load(path)['rows']
+  rows = {(r['candidate'], r['pass'], r['length'], r['causal']): r
+          for path in recordings(results, FULL)[::-1] for r in load(path)['rows']}.values()
   return [Claim(f"{r['candidate']} {r['pass']} {r['length']}{' causal' if r['causal'] else ''}"
                 ': x vs jax.nn', 'kernels_full', FULL, 'bench.json',
                 field(row(r['candidate'], r['length'], r['causal'], r['pass']),
@@ -245,10 +221,7 @@ def _tune_claims(results: str) -> list[Claim]:
   """Each tile shape against 256x512 (the CPU default until 512x512), timed in one process.
   Rows that only the AVX2 recording has (its forward pass) are claimed from it."""
   default, claims, seen = 'flash:256x512', [], set()
-  for recorded in ('bench_attention/tune.json', 'bench_attention/tune.avx2.json'):
-    path = os.path.join(results, recorded)
-    if not os.path.exists(path):
-      continue
+  for path in recordings(results, 'kernels_tune/tune.json'):
     for r in load(path)['rows']:
       key = (r['candidate'], r['causal'], r['pass'])
       if r['candidate'] == default or 'seconds' not in r or key in seen:
@@ -256,7 +229,7 @@ def _tune_claims(results: str) -> list[Claim]:
       seen.add(key)
       claims.append(Claim(
           f"tune {r['candidate']} {r['pass']}{' causal' if r['causal'] else ''}: "
-          'time / 256x512', 'kernels_tune', recorded, 'tune.json',
+          'time / 256x512', 'kernels_tune', 'kernels_tune/tune.json', 'tune.json',
           ratio(row(default, 4096, r['causal'], r['pass']),
                 row(r['candidate'], 4096, r['causal'], r['pass'])),
           rel=0.25, where='BENCHMARKS, CPU tile sizes', same_machine=True))

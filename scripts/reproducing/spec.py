@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import os
 import sys
 from typing import Callable
 
@@ -15,10 +16,9 @@ PY = sys.executable
 class Job:
   """Commands (argv lists; '{out}' is the job's output directory) and the files they make.
 
-  `files` maps a file the job writes (relative to {out}) to where --record copies it
-  (relative to results/); a job that re-checks numbers recorded by a longer job records
-  nothing. A command may print its JSON instead: `stdout` names the file its standard
-  output is saved to."""
+  `files` maps a file the job writes (relative to {out}) to its name in the job's
+  recording, results/<job>/<kind of machine>/. A command may print its JSON instead:
+  `stdout` names the file its standard output is saved to."""
   name: str
   commands: tuple
   files: dict
@@ -34,7 +34,7 @@ class Job:
 class Claim:
   name: str
   job: str
-  recorded: str                   # the recorded file it reads (relative to results/)
+  recorded: str                   # the recorded file it reads, 'JOB/FILE' (any kind of machine)
   produced: str                   # the file the job writes now (relative to {out})
   value: Callable                 # parsed file -> float
   rel: float = 0.0                # pass if |now - recorded| <= rel * |recorded| + abs
@@ -44,7 +44,7 @@ class Claim:
   # and the quality numbers of a single short training run, which another vector ISA's
   # rounding moves past any useful tolerance (the studies' seed means are compared anywhere).
   same_machine: bool = False
-  also: tuple = ()                # other recorded files holding the same value (another machine)
+  also: tuple = ()                # other recorded files ('JOB/FILE') holding the same value
 
   def tolerance_text(self) -> str:
     parts = ([f'±{self.rel:.0%}'] if self.rel else []) + ([f'±{self.abs:g}'] if self.abs else [])
@@ -61,6 +61,16 @@ def load(path: str):
       return list(csv.DictReader(f))
   with open(path) as f:
     return json.load(f)
+
+
+def recordings(results: str, recorded: str, first_kind: str = '') -> list[str]:
+  """The paths of every recording of `recorded` ('JOB/FILE'): results/JOB/<kind>/FILE for
+  each kind of machine it was recorded on, kind `first_kind` first."""
+  job, name = recorded.split('/', 1)
+  directory = os.path.join(results, job)
+  kinds = sorted(os.listdir(directory)) if os.path.isdir(directory) else []
+  paths = [os.path.join(directory, k, name) for k in sorted(kinds, key=lambda k: k != first_kind)]
+  return [p for p in paths if os.path.isfile(p)]
 
 
 def row(candidate, length, causal, pass_):

@@ -6,10 +6,9 @@ per setting on the mean over seeds on any machine."""
 from __future__ import annotations
 
 import importlib
-import os
 import shlex
 
-from reproducing.spec import PY, Claim, Job, load
+from reproducing.spec import PY, Claim, Job, load, recordings
 
 STUDIES = {'attention_vs_recurrence': 50, 'positional': 50, 'kernels': 21, 'table3': 25}
 # Step times of these studies are not claimed: table3 is about quality, and short test runs
@@ -30,7 +29,7 @@ def job(name: str, minutes: float) -> Job:
   argv = shlex.split(module.COMMAND)
   command = [PY, *(('--workdir={out}' if a.startswith('--workdir=') else a) for a in argv[1:])]
   return Job(f'study_{name}', (tuple(command),),
-             {f: f'studies/{name}/{f}' for f in STUDY_FILES}, minutes=minutes, resumes=True)
+             {f: f for f in STUDY_FILES}, minutes=minutes, resumes=True)
 
 
 def _study_row(swept: list[str], values: tuple):
@@ -60,8 +59,8 @@ def _column_kind(column: str) -> str | None:
 
 def _table(results: str, name: str, file: str) -> tuple[list[dict], list[str]]:
   """The rows and columns of a study's recorded CSV; none before it is recorded."""
-  path = os.path.join(results, 'studies', name, file)
-  rows = load(path) if os.path.exists(path) else []
+  paths = recordings(results, f'study_{name}/{file}')   # the same points on every machine
+  rows = load(paths[0]) if paths else []
   return rows, list(rows[0]) if rows else []
 
 
@@ -91,7 +90,7 @@ def _run_claims(name: str, results: str) -> list[Claim]:
         continue
       found.append(Claim(f'{name} {_label(swept, values)}: {column}'
                           f'{" / first point" if relative else ""}',
-                          f'study_{name}', f'studies/{name}/results.csv', 'results.csv',
+                          f'study_{name}', f'study_{name}/results.csv', 'results.csv',
                           _study_value(_study_row(swept, values), column,
                                        first if relative else None),
                           where=f'docs/experiments, Studies ({name})', same_machine=kind != 'params',
@@ -119,7 +118,7 @@ def _seed_mean_claims(name: str, results: str) -> list[Claim]:
       tolerance['abs'] = tolerance.get('abs', 0.0) + (float(r[f'{column}_max'])
                                                       - float(r[f'{column}_min'])) / 2
       found.append(Claim(f'{name} {_label(keys, values)}: {column}, mean of {r["seeds"]} seeds',
-                          f'study_{name}', f'studies/{name}/summary.csv', 'summary.csv',
+                          f'study_{name}', f'study_{name}/summary.csv', 'summary.csv',
                           _study_value(_study_row(keys, values), column),
                           where=f'docs/experiments, Studies ({name})', **tolerance))
   return found
