@@ -79,7 +79,8 @@ def test_run_writes_everything(tiny_run):
   assert result['step'] == 12 and result['num_examples'] == 16
   for key in ('bleu', 'chrf', 'exact_match', 'token_accuracy'):
     assert 0.0 <= result[key] <= 100.0
-  assert result['bleu_signature'].startswith('nrefs:1')
+  assert result['bleu_signature'].startswith('nrefs:1') and 'tok:none' in result['bleu_signature']
+  assert 'forgot to detokenize' not in out
   rows = (straight / 'eval' / 'test.tsv').read_text().splitlines()
   assert rows[0] == 'source\treference\thypothesis' and len(rows) == 17
   assert 'test @ step 12' in out
@@ -109,6 +110,8 @@ def test_eval_scores_and_translates(tiny_run, tmp_path):
   assert result['num_examples'] == 10 and result['beam_size'] == 1
   assert result['checkpoint'] == 'best' and result['step'] in (6, 12)
   assert 'bleu signature: nrefs:1' in out.stdout
+  # Nothing a user is not owed: orbax's notices about opening the run read-only.
+  assert 'read only' not in out.stderr and 'read_only' not in out.stderr, out.stderr[-2000:]
 
   # One output line per input line, whatever the line holds.
   lines = [b'a b c', b'', b'zz unknown-word q', b'\xff\xfe broken bytes', b'a ' * 80, b'c b a\r']

@@ -95,6 +95,12 @@ def load(task: str, data_dir: str) -> TaskData:
                   source_key=keys[0], target_key=keys[1])
 
 
+def pretokenized(task: str) -> bool:
+  """Whether a task's text is already tokenized (words and punctuation separated by
+  spaces, as the toy tasks generate it), so that BLEU needs no tokenizer of its own."""
+  return task in TOY_TASKS
+
+
 def tokenizer_kind(task: str, kind: str) -> str:
   if kind == 'auto':
     return 'word' if task in TOY_TASKS else 'sentencepiece'

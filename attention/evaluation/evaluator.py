@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from attention.data import pipeline
+from attention.data import pipeline, tasks
 from attention.evaluation import eval_step, scores
 from attention.models import decoding, merge_model
 
@@ -33,15 +33,18 @@ class Evaluator:
                bucket_boundaries=config.data.bucket_boundaries,
                beam_size=beam_size or config.eval.beam_size, alpha=config.eval.alpha,
                max_decode_length=config.eval.max_decode_length,
-               model_max_length=config.model.max_length)
+               model_max_length=config.model.max_length,
+               bleu_tokenize='none' if tasks.pretokenized(config.task) else '13a')
 
   def __init__(self, graphdef, rest, tokenizer, *, batch_size: int,
                bucket_boundaries: Sequence[int], beam_size: int, alpha: float,
-               max_decode_length: int = 0, model_max_length: int = 0):
+               max_decode_length: int = 0, model_max_length: int = 0,
+               bleu_tokenize: str = '13a'):
     self.graphdef, self.rest, self.tokenizer = graphdef, rest, tokenizer
     self.batch_size, self.boundaries = batch_size, tuple(bucket_boundaries)
     self.beam_size, self.alpha = beam_size, alpha
     self.max_decode_length, self.model_max_length = max_decode_length, model_max_length
+    self.bleu_tokenize = bleu_tokenize
     self.eval_step = eval_step.make_eval_step(graphdef, rest)
 
   def decode_length(self, src_length: int) -> int:
@@ -84,7 +87,8 @@ class Evaluator:
                'token_accuracy': 100.0 * sums['correct'] / tokens, 'num_examples': len(pairs)}
     signatures = {}
     if decode:
-      corpus, signatures = scores.corpus_scores(hypotheses, [t for _, t in pairs])
+      corpus, signatures = scores.corpus_scores(hypotheses, [t for _, t in pairs],
+                                                tokenize=self.bleu_tokenize)
       metrics.update(corpus)
     rows = [(s, t, h) for (s, t), h in zip(pairs, hypotheses)]
     return metrics, rows, signatures

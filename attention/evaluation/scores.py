@@ -1,6 +1,7 @@
 """Corpus scores of hypotheses against references, all in percent.
 
-  bleu         sacrebleu corpus BLEU (13a tokenization, one reference)
+  bleu         sacrebleu corpus BLEU, one reference: 13a tokenization, or none for text
+               that is already tokenized (the toy tasks: words and punctuation apart)
   chrf         sacrebleu chrF (character n-gram F-score, beta 2)
   exact_match  hypotheses equal to their reference, after whitespace normalization
   exact_match_by_length  the same, per range of source lengths in words
@@ -11,9 +12,13 @@ from __future__ import annotations
 import sacrebleu
 
 
-def corpus_scores(hypotheses: list[str], references: list[str]) -> tuple[dict, dict]:
-  """(scores, signatures): signatures are sacrebleu's, to quote next to the numbers."""
-  bleu = sacrebleu.metrics.BLEU()
+def corpus_scores(hypotheses: list[str], references: list[str], *,
+                  tokenize: str = '13a') -> tuple[dict, dict]:
+  """(scores, signatures): signatures are sacrebleu's, to quote next to the numbers.
+  tokenize='none' for pre-tokenized text, where 13a would find nothing to split and
+  sacrebleu would warn that the text looks tokenized."""
+  # force: sacrebleu's own name for "this text is tokenized on purpose".
+  bleu = sacrebleu.metrics.BLEU(tokenize=tokenize, force=tokenize == 'none')
   chrf = sacrebleu.metrics.CHRF()
   b = bleu.corpus_score(hypotheses, [references])
   c = chrf.corpus_score(hypotheses, [references])

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 
@@ -36,7 +37,18 @@ class CorruptCheckpoint(Exception):
   pass
 
 
+def _read_only_notice(record: logging.LogRecord) -> bool:
+  """False for orbax's warning that a manager opened read-only is read-only (eval.py and
+  load_run open every run that way, and a user is owed nothing by it)."""
+  return not str(record.msg).startswith('Given directory is read only')
+
+
+logging.getLogger('absl').addFilter(_read_only_notice)
+
+
 def _manager(directory: str, create: bool, **options) -> ocp.CheckpointManager:
+  if not create:   # what orbax would reset, with a warning each, for a read-only manager
+    options = dict(options, max_to_keep=None, save_interval_steps=0)
   return ocp.CheckpointManager(
       os.path.abspath(directory),
       options=ocp.CheckpointManagerOptions(create=create, enable_async_checkpointing=False,
