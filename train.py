@@ -49,11 +49,18 @@ def main():
   # Both are made later, the data directory after minutes of set-up: check them now.
   cli.check_creatable(_WORKDIR.value, '--workdir')
   cli.check_creatable(_CONFIG.value.data.data_dir, 'config.data.data_dir')
+  # One writer per run directory; with several processes, process 0 holds it for all.
+  import jax
+  from attention.training import workdir_lock
+  lock = workdir_lock.hold(_WORKDIR.value) if jax.process_index() == 0 else None
   cli.enable_compilation_cache(_CACHE.value)
-  on_start = None
-  if _RECORD_MACHINE.value:
-    from attention.bench import machine
-    on_start = machine.write
+
+  def on_start(workdir):   # the run resumed or started: from here it changes the directory
+    if lock is not None:
+      workdir_lock.announce(lock)
+    if _RECORD_MACHINE.value:
+      from attention.bench import machine
+      machine.write(workdir)
   trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value, on_start=on_start)
 
 

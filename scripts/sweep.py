@@ -55,6 +55,7 @@ sys.path.insert(0, ROOT)   # configs/ from a checkout
 from attention import cli  # noqa: E402
 from sweeping import local, plots, results  # noqa: E402
 from sweeping import points as points_lib  # noqa: E402
+from attention.training import workdir_lock  # noqa: E402
 
 _CONFIG = cli.define_config_flag('Base config of every point, as for train.py.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Sweep directory: a run directory per point, '
@@ -98,6 +99,8 @@ def main():
       print(shlex.join(point.command))
     return
   cli.writable_dir(_WORKDIR.value, '--workdir')
+  lock = workdir_lock.hold(_WORKDIR.value)   # one sweep per directory; each point locks its own
+  workdir_lock.announce(lock)
   to_run = sum(not points_lib.is_done(p) for p in points)
   parallel = _PARALLEL.value or max(1, min(len(local.available_cpus()), to_run))
   local.run_points(points, parallel)

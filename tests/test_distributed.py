@@ -155,6 +155,48 @@ def test_sigterm_checkpoints_and_the_rerun_finishes_bit_for_bit(one_device, data
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
+def test_a_second_writer_is_refused_and_eval_reads_a_run_in_progress(one_device, data_dir,
+                                                                     tmp_path):
+  """train.py twice on one workdir: the second stops at once, exit 2, one line naming the
+  holder, and the first ends as a run alone does (every logged loss and parameter bit).
+  eval.py meanwhile scores the newest complete checkpoint of the running run."""
+  workdir = tmp_path / 'run'
+  command = [sys.executable, os.path.join(e2e.ROOT, 'train.py'), *RUN,
+             f'--config.data.data_dir={data_dir}', '--config.train.num_steps=24',
+             f'--workdir={workdir}']
+  first = subprocess.Popen(command, cwd=e2e.ROOT, env=e2e.environment(),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 300
+  while first.poll() is None and time.time() < deadline and not (
+      (workdir / 'lock').exists() and (workdir / 'lock').read_text()):
+    time.sleep(0.1)   # the lock names its holder once the run starts writing
+  assert first.poll() is None, first.stderr.read()[-3000:]
+  start = time.time()
+  second = e2e.run('train.py', *RUN, f'--config.data.data_dir={data_dir}',
+                   '--config.train.num_steps=24', f'--workdir={workdir}')
+  assert time.time() - start < 30
+  assert second.returncode == 2, second.stderr[-3000:]
+  error = [line for line in second.stderr.splitlines() if line.startswith('error: ')]
+  assert len(error) == 1 and f'--workdir={workdir} is in use by process {first.pid}' in error[0]
+
+  while first.poll() is None and not checkpoint_steps(workdir) and time.time() < deadline:
+    time.sleep(0.1)
+  running = first.poll() is None
+  scored = e2e.run('eval.py', f'--workdir={workdir}', '--num_examples=2', '--split=validation')
+  assert running and scored.returncode == 0, scored.stderr[-3000:]
+  step = json.loads((workdir / 'eval' / 'validation.json').read_text())['step']
+  assert step in (10, 20, 24)
+
+  out, err = first.communicate(timeout=600)
+  assert first.returncode == 0, err[-3000:]
+  assert losses(workdir) == losses(one_device)
+  _, got = final_state(workdir)
+  _, expected = final_state(one_device)
+  for a, b in zip(got, expected):
+    np.testing.assert_array_equal(a, b)
+
+
 def checkpoint_steps(workdir):
   directory = workdir / 'checkpoints'
   return sorted(int(s) for s in os.listdir(directory) if s.isdigit()) if directory.exists() else []
