@@ -12,7 +12,7 @@ os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
 from absl import flags  # noqa: E402
 
-from attention import cli  # noqa: E402
+from attention import UserError, cli  # noqa: E402
 
 _CONFIG = cli.define_config_flag()
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, logs, results.')
@@ -61,7 +61,12 @@ def main():
     if _RECORD_MACHINE.value:
       from attention.bench import machine
       machine.write(workdir)
-  trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value, on_start=on_start)
+  try:
+    trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value, on_start=on_start)
+  except UserError:
+    if lock is not None:
+      workdir_lock.abandon(lock)
+    raise
 
 
 if __name__ == '__main__':

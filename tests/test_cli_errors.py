@@ -143,13 +143,16 @@ MESH_CASES = [
 
 
 @pytest.mark.parametrize('args,words', MESH_CASES, ids=[' '.join(a) for a, _ in MESH_CASES])
-def test_train_rejects_meshes(finished_run, args, words):
+def test_train_rejects_meshes(finished_run, args, words, tmp_path):
+  """A new run refused: its workdir, made for the lock, is gone again (it is outside the
+  shared runs, which other tests snapshot meanwhile)."""
   root, workdir, _ = finished_run
   before = unchanged_state(root)
-  out = e2e.run('train.py', COPY_TINY, *args, f'--workdir={root / "new_run"}',
+  out = e2e.run('train.py', COPY_TINY, *args, f'--workdir={tmp_path / "new_run"}',
                 f'--config.data.data_dir={root / "data"}', timeout=300, devices=8)
   check_one_line_error(out, words)
   assert unchanged_state(root) == before
+  assert not (tmp_path / 'new_run').exists()
 
 
 def test_train_requires_workdir():

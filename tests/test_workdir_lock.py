@@ -42,3 +42,16 @@ def test_a_sweep_on_a_busy_directory_is_refused(tmp_path):
   lines = out.stderr.strip().splitlines()
   assert len(lines) == 1 and f'is in use by process {os.getpid()}' in lines[0], out.stderr
   assert sorted(os.listdir(tmp_path / 'sweep')) == ['lock']   # no point was started
+
+
+def test_a_run_that_refuses_to_start_leaves_no_directory_it_made(tmp_path):
+  """Bad input found after the lock was taken (a mesh that does not fit) changes nothing:
+  a workdir made for the lock goes again; one that existed keeps its files."""
+  new = workdir_lock.hold(str(tmp_path / 'new'))
+  workdir_lock.abandon(new)
+  assert not (tmp_path / 'new').exists()
+  (tmp_path / 'old').mkdir()
+  old = workdir_lock.hold(str(tmp_path / 'old'))
+  workdir_lock.abandon(old)
+  assert sorted(os.listdir(tmp_path / 'old')) == ['lock']
+  workdir_lock.hold(str(tmp_path / 'old')).close()   # released

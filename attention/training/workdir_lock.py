@@ -29,9 +29,11 @@ def hold(workdir: str, flag: str = '--workdir'):
   """Takes WORKDIR/lock (creating WORKDIR and the file if need be, writing nothing) or
   raises UserError naming the holder. Keep the returned file open for as long as the run
   writes; announce() it once the run starts changing the directory."""
+  created = not os.path.exists(workdir)
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, FILE)
   handle = open(path, 'a+')
+  handle.created_dir = workdir if created else None
   try:
     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
   except BlockingIOError:
@@ -41,6 +43,16 @@ def hold(workdir: str, flag: str = '--workdir'):
     raise UserError(f'{flag}={workdir} is in use by {holder}; wait for it to finish or '
                     'stop it (a run that is stopped resumes where it was)') from None
   return handle
+
+
+def abandon(handle) -> None:
+  """Releases a lock whose run refused to start: a directory that hold() made for it is
+  removed again when it holds nothing but the lock, so that bad input changes nothing."""
+  handle.close()
+  directory = handle.created_dir
+  if directory and os.listdir(directory) == [FILE]:
+    os.remove(os.path.join(directory, FILE))
+    os.rmdir(directory)
 
 
 def announce(handle) -> None:
