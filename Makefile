@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 WORKDIR ?= runs/default
+# The suite tests the Ray launcher of scripts/sweep.py on a real Ray cluster: `cluster`.
+EXTRAS ?= test,cluster
 # Tests run on both cores; each worker is one process with its own XLA compile cache.
 PYTEST_WORKERS ?= 2
 
@@ -20,7 +22,7 @@ COMPAT_DESELECT ?= --deselect tests/test_train_eval.py::test_copy_converges
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e '.[test]'
+	$(PY) -m pip install -e '.[$(EXTRAS)]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -167,16 +167,24 @@ def int_values(holder) -> list[int]:
   return [int(v) for v in holder.value]
 
 
-def require_one_of(holders, why: str) -> None:
-  """At least one of the flags must be set (not None, not False): absl's multi-flag
-  validator, with `why` as its error, e.g. '--workdir is required (...)'."""
+def validate_together(holders, check) -> None:
+  """absl multi-flag validator: `check({name: value})` returns the error's whole text (it
+  names the flags) or None."""
   from absl import flags
 
   def validator(values):
-    if not any(v not in (None, False) for v in values.values()):
+    why = check(values)
+    if why:
       raise flags.ValidationError(why)
     return True
   flags.register_multi_flags_validator([h.name for h in holders], validator)
+
+
+def require_one_of(holders, why: str) -> None:
+  """At least one of the flags must be set (not None, not False), else error `why`, e.g.
+  '--workdir is required (...)'."""
+  validate_together(holders, lambda values: None if any(
+      v not in (None, False) for v in values.values()) else why)
 
 
 def check_creatable(path: str, name: str) -> None:

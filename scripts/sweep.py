@@ -52,10 +52,10 @@ from absl import flags
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)   # configs/ from a checkout
 
-from attention import cli  # noqa: E402
-from sweeping import local, plots, results  # noqa: E402
-from sweeping import points as points_lib  # noqa: E402
+from attention import UserError, cli  # noqa: E402
 from attention.training import workdir_lock  # noqa: E402
+from sweeping import cluster, local, plots, results  # noqa: E402
+from sweeping import points as points_lib  # noqa: E402
 
 _CONFIG = cli.define_config_flag('Base config of every point, as for train.py.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Sweep directory: a run directory per point, '
@@ -66,7 +66,21 @@ _ZIP = flags.DEFINE_string('zip', None, "Lists taken in step: 'KEY=[V1,V2] KEY=[
 _SWEEP_FILE = flags.DEFINE_string('sweep_file', None,
                                   'A Python file whose get_sweep() returns a list of override '
                                   "dicts, e.g. configs/sweeps/copy_lr_layers.py.")
-_PARALLEL = flags.DEFINE_integer('parallel', 0, 'Points run at a time (0 = one per CPU).')
+_LAUNCHER = flags.DEFINE_enum('launcher', 'local', ['local', 'ray'],
+                              'Where the points run: local (processes on this machine) or ray '
+                              "(Ray tasks on the cluster of --ray_address; pip install '.[cluster]').")
+_RAY_ADDRESS = flags.DEFINE_string('ray_address', None,
+                                   "With --launcher=ray: 'auto' (the cluster `ray start` made "
+                                   "here), 'HOST:PORT' or 'ray://HOST:PORT'; unset, a cluster "
+                                   'on this machine is started for the sweep.')
+_PARALLEL = flags.DEFINE_integer('parallel', 0, 'Points run at a time (0 = as many as the CPUs, '
+                                 'or GPUs, have room for; with ray, as many as the cluster has).')
+_CPUS_PER_POINT = flags.DEFINE_integer('cpus_per_point', 0,
+                                       'CPUs of each point (0 = local: an equal share of this '
+                                       "machine's; ray: 1).")
+_GPUS_PER_POINT = flags.DEFINE_integer('gpus_per_point', 0,
+                                       'GPUs of each point, its own (local: by '
+                                       'CUDA_VISIBLE_DEVICES; ray: by its GPU resources).')
 _METRIC = flags.DEFINE_string('metric', 'test_exact_match',
                               f'The column results.png plots: {", ".join(results.METRIC_NAMES)}, '
                               'train_ms_per_step, <split>_bleu or <split>_exact_match of a '
@@ -83,7 +97,15 @@ _PRINT_COMMANDS = flags.DEFINE_bool('print_commands', False,
 
 flags.mark_flag_as_required('workdir')
 cli.validate(_PARALLEL, lambda v: None if v >= 0 else
-             f'must be >= 1, or 0 for one per CPU; got {v}')
+             f'must be >= 1, or 0 for as many as fit; got {v}')
+cli.validate(_CPUS_PER_POINT, lambda v: None if v >= 0 else f'must be >= 1, or 0; got {v}')
+cli.validate(_GPUS_PER_POINT, lambda v: None if v >= 0 else f'must be >= 0; got {v}')
+RAY_ADDRESS = re.compile(r'auto|(ray://)?[\w.-]+:\d+')
+cli.validate(_RAY_ADDRESS, lambda v: None if v is None or RAY_ADDRESS.fullmatch(v) else
+             f"{v!r} is not auto, HOST:PORT or ray://HOST:PORT")
+cli.validate_together([_LAUNCHER, _RAY_ADDRESS], lambda v: None if (
+    v['ray_address'] is None or v['launcher'] == 'ray') else
+    f"--ray_address={v['ray_address']} needs --launcher=ray")
 cli.validate(_METRIC, lambda v: None if PLOTTABLE.fullmatch(v) else
              f'{v!r} is not a column; allowed: {", ".join(results.METRIC_NAMES)}, train_ms_per_step, '
              '<split>_bleu, <split>_exact_match, em_words_LO-HI')
@@ -98,12 +120,22 @@ def main():
     for point in points:
       print(shlex.join(point.command))
     return
-  cli.writable_dir(_WORKDIR.value, '--workdir')
+  if _LAUNCHER.value == 'ray':
+    cluster.require_ray()
+  elif _GPUS_PER_POINT.value:   # no GPUs to give: say so before the sweep directory is made
+    local.gpu_sets(local.visible_gpus(), _GPUS_PER_POINT.value, _PARALLEL.value)
+  cli.check_creatable(_WORKDIR.value, '--workdir')   # made by the lock, gone again on a refusal
   lock = workdir_lock.hold(_WORKDIR.value)   # one sweep per directory; each point locks its own
   workdir_lock.announce(lock)
-  to_run = sum(not points_lib.is_done(p) for p in points)
-  parallel = _PARALLEL.value or max(1, min(len(local.available_cpus()), to_run))
-  local.run_points(points, parallel)
+  try:
+    if _LAUNCHER.value == 'ray':
+      cluster.run_points(points, _RAY_ADDRESS.value, _PARALLEL.value, _CPUS_PER_POINT.value,
+                         _GPUS_PER_POINT.value)
+    else:
+      local.run_points(points, _PARALLEL.value, _CPUS_PER_POINT.value, _GPUS_PER_POINT.value)
+  except UserError:   # e.g. no cluster at --ray_address: a new sweep directory goes again
+    workdir_lock.abandon(lock)
+    raise
   rows = [results.result_row(p, bins) for p in points]
   columns = results.write_results(points, rows, _WORKDIR.value, bins)
   results.write_machine(points, _WORKDIR.value)

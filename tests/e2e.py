@@ -23,8 +23,9 @@ def environment(cache=None, devices=None):
   return env
 
 
-def run(script, *args, timeout=600, cache=None, devices=None):
-  env = environment(cache, devices)
+def run(script, *args, timeout=600, cache=None, devices=None, env=None):
+  """`script` run with `args` as a user would, `env` added to its environment."""
+  env = {**environment(cache, devices), **(env or {})}
   return subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)], cwd=ROOT,
                         capture_output=True, text=True, env=env, timeout=timeout)
 

@@ -111,15 +111,25 @@ def test_rerun_skips_finished_points(lr_sweep, data_dir):
   assert read_rows(workdir) == rows_before   # the wall times of the first run are kept
 
 
-@pytest.mark.slow
-def test_failed_point_is_recorded_and_the_rest_run(data_dir, tmp_path):
+HEADS_SWEEP = ['--config.train.learning_rate=1e-3', '--sweep=model.num_heads=[3, 4]']
+
+
+@pytest.fixture
+def heads_sweep(data_dir, once):
   """num_heads=3 does not divide d_model=64: train.py rejects it; the next point still runs
-  (one at a time, so it starts after the failure)."""
-  workdir = tmp_path / 'heads'
-  out = sweep_run(*TINY, f'--config.data.data_dir={data_dir}', f'--workdir={workdir}',
-                  '--config.train.learning_rate=1e-3', '--sweep=model.num_heads=[3, 4]',
-                  '--parallel=1')
-  assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
+  (one at a time, so it starts after the failure). The sweep's directory and output."""
+  def build(root):
+    out = sweep_run(*TINY, f'--config.data.data_dir={data_dir}', f'--workdir={root / "heads"}',
+                    *HEADS_SWEEP, '--parallel=1')
+    return dict(returncode=out.returncode, stdout=out.stdout, stderr=out.stderr)
+
+  root, out = once('heads_sweep', build)
+  return root / 'heads', out
+
+
+def check_failed_point_sweep(workdir, out):
+  """What a sweep with one failing point leaves, whichever launcher ran it."""
+  assert out['returncode'] == 1, out['stdout'][-2000:] + out['stderr'][-2000:]
   failed, done = read_rows(workdir)
   assert failed['model.num_heads'] == '3' and failed['status'] == 'failed'
   assert failed['error'].startswith('error: config.model.num_heads=3 must divide')
@@ -127,8 +137,16 @@ def test_failed_point_is_recorded_and_the_rest_run(data_dir, tmp_path):
   assert done['model.num_heads'] == '4' and done['status'] == 'done', done
   log = (workdir / 'model.num_heads=3' / 'sweep.log').read_text().strip()
   assert log.splitlines()[-1] == failed['error']
-  assert '1 of 2 points failed' in out.stderr
+  assert '1 of 2 points failed' in out['stderr']
   assert '| failed | error: config.model.num_heads=3' in (workdir / 'results.md').read_text()
+
+
+@pytest.mark.slow
+def test_failed_point_is_recorded_and_the_rest_run(heads_sweep):
+  workdir, out = heads_sweep
+  check_failed_point_sweep(workdir, out)
+  info = json.loads((workdir / 'model.num_heads=4' / 'sweep.json').read_text())
+  assert info['launcher'] == 'local' and len(info['cpus']) == len(os.sched_getaffinity(0))
 
 
 def test_print_commands_runs_nothing(tmp_path):
@@ -215,11 +233,21 @@ ERROR_CASES = [
     (['--sweep=model.num_layers=[1,1]'], ['model.num_layers=1', 'twice']),
     (['--sweep=model.num_layers=[1]', '--config.train.nope=1'], ["'nope'", 'allowed']),
     (['--sweep=model.num_layers=[1]', '--metric=loss'], ['--metric', 'test_exact_match']),
-    (['--sweep=model.num_layers=[1]', '--parallel=-1'], ['--parallel', '0 for one per CPU']),
+    (['--sweep=model.num_layers=[1]', '--parallel=-1'], ['--parallel', '0 for as many as fit']),
     (['--sweep=model.num_layers=[1]', '--length_bins=10-5'], ['--length_bins', "'10-5'"]),
     (['--sweep_file=configs/sweeps/missing.py'], ['no such file']),
     (['--sweep_file=configs/default.py'], ['no get_sweep()']),
-    (['--sweep=model.num_layers=[1]', '--workdir=/dev/null/sweep'], ['--workdir: cannot create']),
+    (['--sweep=model.num_layers=[1]', '--workdir=/dev/null/sweep'],
+     ['--workdir=/dev/null/sweep', 'cannot be a directory']),
+    (['--sweep=model.num_layers=[1]', '--launcher=slurm'], ['--launcher', 'local|ray']),
+    (['--sweep=model.num_layers=[1]', '--ray_address=auto'], ['--ray_address=auto', '--launcher=ray']),
+    (['--sweep=model.num_layers=[1]', '--launcher=ray', '--ray_address=head'],
+     ['--ray_address', 'HOST:PORT']),
+    # A port nothing listens on (Ray would retry it for minutes): refused at once.
+    (['--sweep=model.num_layers=[1]', '--launcher=ray', '--ray_address=127.0.0.1:1'],
+     ['--ray_address=127.0.0.1:1', 'nothing answers']),
+    (['--sweep=model.num_layers=[1]', '--cpus_per_point=-1'], ['--cpus_per_point', '>= 1']),
+    (['--sweep=model.num_layers=[1]', '--gpus_per_point=-1'], ['--gpus_per_point', '>= 0']),
 ]
 
 

@@ -72,3 +72,16 @@ def _describe(text: str) -> str:
             f"({info['command']})")
   except (ValueError, KeyError, TypeError):
     return 'another process'
+
+
+def is_held(workdir: str) -> bool:
+  """Whether a process holds WORKDIR/lock now (it is taken and let go again to find out)."""
+  path = os.path.join(workdir, FILE)
+  if not os.path.exists(path):
+    return False
+  with open(path) as handle:
+    try:
+      fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      return True
+  return False

@@ -66,7 +66,7 @@ JOBS = [
         {'bench.json': 'bench.json'}, minutes=8),
     Job('sweep_use', ((PY, 'scripts/bench_sweep.py', '--workdir={out}/scratch',
                        '--json={out}/bench.json'),),
-        {'bench.json': 'bench.json'}, minutes=4),
+        {'bench.json': 'bench.json'}, minutes=9),
 ]
 
 FULL, TARGETS = 'kernels_full/bench.json', 'kernels_targets/bench.json'
@@ -74,6 +74,7 @@ WALL_TIMES = 'wall_times.json'
 GROWTH, HEADS = 'kernels_growth/bench.json', 'kernels_heads/bench.json'
 RSS, MESHES = 'kernels_rss/bench.json', 'model_meshes/bench_model.json'
 FLAX_WMT = 'model_vs_flax_wmt/bench.json'
+SWEEP = 'sweep_use/bench.json'
 PROFILE = 'kernels_profile/profile.json'
 # Compiled temporaries only (nothing runs), deterministic for one jax version and kernel.
 MEMORY = 'kernels_memory/bench.json'
@@ -143,12 +144,15 @@ CLAIMS = [
     *[Claim(f'model small: parameters, {who}', 'model_vs_flax_wmt', FLAX_WMT, 'bench.json',
             lambda d, w=who: d['params'][w], where='BENCHMARKS, Model throughput')
       for who in ('flax_wmt', 'ours_flash')],
-    Claim('sweep of 4 points: cores kept busy', 'sweep_use', 'sweep_use/bench.json',
-          'bench.json', lambda d: d['cores_busy'], rel=0.15, where='BENCHMARKS, Sweeps',
-          same_machine=True),
-    Claim('sweep of 4 points: re-run / first run wall time', 'sweep_use',
-          'sweep_use/bench.json', 'bench.json', lambda d: d['rerun_fraction'], abs=0.04,
-          where='BENCHMARKS, Sweeps', same_machine=True),
+    *[claim
+      for launcher in ('local', 'ray')
+      for claim in (
+          Claim(f'sweep of 4 points, {launcher}: cores kept busy', 'sweep_use', SWEEP,
+                'bench.json', lambda d, l=launcher: d['launchers'][l]['cores_busy'], rel=0.15,
+                where='BENCHMARKS, Sweeps', same_machine=True),
+          Claim(f'sweep of 4 points, {launcher}: re-run / first run wall time', 'sweep_use',
+                SWEEP, 'bench.json', lambda d, l=launcher: d['launchers'][l]['rerun_fraction'],
+                abs=0.04, where='BENCHMARKS, Sweeps', same_machine=True))],
 ]
 
 def train_job(name: str, config: str, minutes: float, quick: bool = False, *extra) -> Job:

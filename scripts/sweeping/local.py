@@ -1,17 +1,17 @@
 """Running the points on this machine: `parallel` train.py processes at a time, each pinned
-to its own share of the CPUs, its output in DIR/<point>/sweep.log and its outcome in
-DIR/<point>/sweep.json; finished points are skipped, so a re-run resumes a sweep."""
+to its own share of the CPUs and, with --gpus_per_point, given its own GPUs; what each
+did is recorded by sweeping/outcomes.py."""
 
 from __future__ import annotations
 
-import json
 import os
-import re
-import shlex
+import socket
 import subprocess
 import time
 
-from sweeping.points import Point, is_done
+from attention import UserError
+from sweeping import outcomes
+from sweeping.points import Point
 
 
 def available_cpus() -> list[int]:
@@ -20,84 +20,118 @@ def available_cpus() -> list[int]:
   return list(range(os.cpu_count() or 1))
 
 
-def cpu_sets(parallel: int) -> list[list[int]]:
-  """One CPU set per concurrent run (round robin when there are more runs than CPUs).
-  XLA sizes its thread pools by the CPUs a process may use (its affinity, which no XLA flag
-  overrides), so pinning keeps parallel runs off each other's cores."""
+def cpu_sets(parallel: int, per_point: int = 0) -> list[list[int]]:
+  """One CPU set per concurrent run: `per_point` CPUs each, or (0) an equal share, round
+  robin when there are more runs than CPUs. XLA sizes its thread pools by the CPUs a
+  process may use (its affinity, which no XLA flag overrides), so pinning keeps parallel
+  runs off each other's cores."""
   cpus = available_cpus()
-  share = max(1, len(cpus) // parallel)
+  share = per_point or max(1, len(cpus) // parallel)
   return [[cpus[(i * share + j) % len(cpus)] for j in range(share)] for i in range(parallel)]
 
 
-def point_env(cpus: list[int], parallel: int) -> dict:
+def visible_gpus() -> list[str]:
+  """The GPUs this sweep may hand out: CUDA_VISIBLE_DEVICES when it is set (the sweep's own
+  share of a bigger machine), else every GPU nvidia-smi lists, else none."""
+  if 'CUDA_VISIBLE_DEVICES' in os.environ:
+    return [d.strip() for d in os.environ['CUDA_VISIBLE_DEVICES'].split(',') if d.strip()]
+  try:
+    out = subprocess.run(['nvidia-smi', '--query-gpu=index', '--format=csv,noheader'],
+                         capture_output=True, text=True, timeout=30)
+  except (OSError, subprocess.TimeoutExpired):
+    return []
+  return [line.strip() for line in out.stdout.splitlines() if line.strip()] if (
+      out.returncode == 0) else []
+
+
+def gpu_sets(gpus: list[str], per_point: int, parallel: int) -> list[list[str]]:
+  """Disjoint sets of `per_point` GPUs, one per concurrent run; `parallel` 0 is as many
+  as there are GPUs for. GPUs are never shared: a run that does not fit is an error."""
+  if not per_point:
+    return [[] for _ in range(parallel)]
+  fits = len(gpus) // per_point
+  if fits == 0:
+    raise UserError(f'--gpus_per_point={per_point}: this machine has {len(gpus)} GPU(s) '
+                    f'{",".join(gpus) or "(none found by CUDA_VISIBLE_DEVICES or nvidia-smi)"}')
+  if parallel > fits:
+    raise UserError(f'--parallel={parallel} with --gpus_per_point={per_point} needs '
+                    f'{parallel * per_point} GPUs; there are {len(gpus)} ({",".join(gpus)})')
+  return [gpus[i * per_point:(i + 1) * per_point] for i in range(parallel or fits)]
+
+
+def point_env(cpus: list[int], gpus: list[str] | None, parallel: int) -> dict:
   # OMP_NUM_THREADS: OpenMP and BLAS pools (numpy, sentencepiece) to the run's CPU share.
   # PYTHONUNBUFFERED: the log's last line is then train.py's error, not late stdout.
   env = dict(os.environ, OMP_NUM_THREADS=str(len(cpus)), PYTHONUNBUFFERED='1')
-  if parallel > 1:   # runs sharing one accelerator: each takes memory as it needs it
+  if gpus is not None:
+    env['CUDA_VISIBLE_DEVICES'] = ','.join(gpus)
+  elif parallel > 1:   # runs sharing one accelerator: each takes memory as it needs it
     env['XLA_PYTHON_CLIENT_PREALLOCATE'] = 'false'
   return env
 
 
-def last_line(path: str) -> str:
-  """The last non-empty line of a log (progress bars redraw with \\r: their last state)."""
-  with open(path, errors='replace') as f:
-    lines = [line.strip() for line in re.split(r'[\r\n]', f.read()) if line.strip()]
-  return lines[-1] if lines else ''
-
-
-def start(point: Point, cpus: list[int], parallel: int) -> tuple[subprocess.Popen, object]:
+def start(point: Point, cpus: list[int], gpus: list[str] | None,
+          parallel: int) -> tuple[subprocess.Popen, object]:
   os.makedirs(point.workdir, exist_ok=True)
-  log = open(os.path.join(point.workdir, 'sweep.log'), 'w')
+  log = open(outcomes.log_path(point), 'w')
   pin = getattr(os, 'sched_setaffinity', None)
   proc = subprocess.Popen(point.command, stdout=log, stderr=subprocess.STDOUT,
-                          env=point_env(cpus, parallel),
+                          env=point_env(cpus, gpus, parallel),
                           preexec_fn=(lambda: pin(0, cpus)) if pin else None)
   return proc, log
 
 
-def finish(point: Point, returncode: int, wall_s: float) -> dict:
-  """Writes DIR/<point>/sweep.json: the status, wall time and error of this attempt."""
-  done = returncode == 0 and is_done(point)
-  error = ''
-  if not done:
-    error = ((last_line(os.path.join(point.workdir, 'sweep.log')) or f'exit status {returncode}')
-             if returncode else
-             'exited before the end (no eval/test.json); run the sweep again to resume')
-  info = dict(status='done' if done else 'failed', returncode=returncode,
-              wall_s=round(wall_s, 1), error=error, overrides=point.overrides,
-              command=shlex.join(point.command))
-  with open(os.path.join(point.workdir, 'sweep.json'), 'w') as f:
-    json.dump(info, f, indent=1)
-  return info
+def exit_and_cpu(proc: subprocess.Popen) -> tuple[int, float] | None:
+  """(exit status, CPU seconds: user + system) of a run that has ended, else None; the
+  CPU time is the run's own, whatever else this machine runs."""
+  pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+  if pid == 0:
+    return None
+  proc.returncode = os.waitstatus_to_exitcode(status)
+  return proc.returncode, usage.ru_utime + usage.ru_stime
 
 
-def run_points(points: list[Point], parallel: int) -> None:
-  """Runs the points not done yet, `parallel` at a time, each on its own CPU set."""
-  todo = []
-  for point in points:
-    if is_done(point):
-      print(f'{point.name}: done already, skipped')
-    else:
-      todo.append(point)
-  free = cpu_sets(parallel)
-  running = {}   # Popen -> (point, cpus, log file, start time)
+def concurrency(parallel: int, cpus_per_point: int, gpus_per_point: int, points: int) -> int:
+  """How many points run at once: --parallel, else as many as the CPUs (or the GPUs, with
+  --gpus_per_point) have room for, and never more than there are points to run."""
+  if parallel:
+    return parallel
+  fits = len(available_cpus()) // cpus_per_point if cpus_per_point else len(available_cpus())
+  if gpus_per_point:
+    fits = min(fits, len(visible_gpus()) // gpus_per_point)
+  return max(1, min(fits, points))
+
+
+def run_points(points: list[Point], parallel: int, cpus_per_point: int = 0,
+               gpus_per_point: int = 0) -> None:
+  """Runs the points not done yet, `parallel` (0: as many as fit) at a time, each on its
+  own CPU set and GPU set."""
+  todo = outcomes.to_run(points)
+  parallel = concurrency(parallel, cpus_per_point, gpus_per_point, len(todo))
+  gpus = gpu_sets(visible_gpus(), gpus_per_point, parallel) if gpus_per_point else None
+  free = list(zip(cpu_sets(parallel, cpus_per_point), gpus or [None] * parallel))
+  running = {}   # Popen -> (point, (cpus, gpus), log file, start time)
   count, total = 0, len(todo)
+  host = socket.gethostname()
   try:
     while todo or running:
       while todo and free:
-        point, cpus = todo.pop(0), free.pop(0)
+        point, devices = todo.pop(0), free.pop(0)
         count += 1
         print(f'[{count}/{total}] {point.name}: started', flush=True)
-        proc, log = start(point, cpus, parallel)
-        running[proc] = (point, cpus, log, time.time())
+        proc, log = start(point, *devices, parallel)
+        running[proc] = (point, devices, log, time.time())
       time.sleep(0.2)
-      for proc in [p for p in running if p.poll() is not None]:
-        point, cpus, log, began = running.pop(proc)
+      for proc in list(running):
+        ended = exit_and_cpu(proc)
+        if ended is None:
+          continue
+        point, devices, log, began = running.pop(proc)
         log.close()
-        free.append(cpus)
-        info = finish(point, proc.returncode, time.time() - began)
-        detail = f': {info["error"]}' if info['error'] else ''
-        print(f'{point.name}: {info["status"]} in {info["wall_s"]:.0f} s{detail}', flush=True)
+        free.append(devices)
+        cpus, point_gpus = devices
+        outcomes.finish(point, ended[0], time.time() - began, launcher='local', host=host,
+                        cpus=cpus, gpus=point_gpus, cpu_s=round(ended[1], 1))
   finally:
     # Ctrl-C reaches the runs too (one process group) and train.py checkpoints before it
     # exits: wait for that, so the sweep ends after its runs do.

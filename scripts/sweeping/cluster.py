@@ -1,0 +1,170 @@
+"""Running the points on a Ray cluster: each point is one Ray task that runs the point's
+train.py command, asking for --cpus_per_point CPUs and --gpus_per_point GPUs, so Ray
+places the points over the cluster's nodes and starts each when its resources are free.
+
+The cluster is the one --ray_address names ('auto': the one `ray start` made on this
+machine; 'HOST:PORT' or 'ray://HOST:PORT' another), or, without it, one started for the
+sweep on this machine and stopped after it. Every node runs the same command, so the
+checkout, its Python environment, the data and the sweep directory must be at the same
+paths on all of them (a shared file system); the runs write there and this process reads
+their logs and results there.
+
+Ctrl-C cancels the running points the way a preemption stops a run (SIGTERM: train.py
+checkpoints and exits), waits for them to let go of their run directories, and leaves
+finished points as they are; a re-run resumes the others. A point whose Ray worker or node
+is lost is recorded as failed with Ray's error, and a re-run resumes it likewise."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+
+from attention import UserError
+from attention.training import workdir_lock
+from sweeping import outcomes
+from sweeping.local import available_cpus
+from sweeping.points import Point
+
+# The local cluster's object store: points pass nothing through it but a few numbers.
+OBJECT_STORE_BYTES = 100 * 2**20
+POLL_S = 0.5
+
+
+def stop_with_parent() -> None:
+  """In the run's process, before it starts: SIGTERM it (a preemption: it checkpoints)
+  when the Ray worker that started it dies, so that a lost worker leaves no run behind."""
+  import ctypes
+  import signal
+  PR_SET_PDEATHSIG = 1
+  ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def run_command(command: list[str], cwd: str, log_path: str, cpus: int) -> dict:
+  """The Ray task of one point (on whichever node Ray chose): runs `command` to its end
+  and returns its exit status and where it ran. Ray cancels a task by raising
+  KeyboardInterrupt between Python bytecodes, hence polling rather than a blocking wait;
+  the run then gets SIGTERM, as from a preemption, and this waits for its checkpoint."""
+  import signal
+  import socket
+  import subprocess
+  import time
+
+  import ray
+  began = time.time()
+  # OMP_NUM_THREADS: OpenMP and BLAS pools to the point's CPUs (Ray counts CPUs, it does
+  # not pin them). PYTHONUNBUFFERED: the log's last line is then train.py's error.
+  env = dict(os.environ, OMP_NUM_THREADS=str(cpus), PYTHONUNBUFFERED='1')
+  with open(log_path, 'w') as log:
+    proc = subprocess.Popen(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                            preexec_fn=stop_with_parent)
+    try:
+      while True:   # wait4: the run's own CPU time, as sweeping/local.py records it
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+          break
+        time.sleep(0.2)
+    except KeyboardInterrupt:
+      proc.send_signal(signal.SIGTERM)
+      proc.wait()
+      raise
+  proc.returncode = os.waitstatus_to_exitcode(status)
+  return dict(returncode=proc.returncode, wall_s=time.time() - began,
+              cpu_s=usage.ru_utime + usage.ru_stime, host=socket.gethostname(),
+              gpus=[str(g) for g in ray.get_gpu_ids()])
+
+
+def require_ray():
+  try:
+    import ray
+  except ImportError:
+    raise UserError("--launcher=ray needs Ray: pip install -e '.[cluster]'") from None
+  return ray
+
+
+def connect(address: str | None):
+  """Joins the cluster at `address`, or starts one here for the sweep; returns ray."""
+  ray = require_ray()
+  # The task travels by value: a worker imports nothing of this checkout but what the
+  # command it runs imports.
+  ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+  quiet = dict(log_to_driver=False, logging_level='warning')
+  if address not in (None, 'auto'):
+    reachable(address)
+  try:
+    if address is None:
+      ray.init(num_cpus=len(available_cpus()), include_dashboard=False,
+               object_store_memory=OBJECT_STORE_BYTES, **quiet)
+    else:
+      ray.init(address=address, **quiet)
+  except Exception as e:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError
+    where = f'--ray_address={address}' if address else '--launcher=ray'
+    raise UserError(f'{where}: cannot start or join a Ray cluster '
+                    f'({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})'
+                    ) from None
+  return ray
+
+
+def reachable(address: str) -> None:
+  """UserError unless something listens at HOST:PORT: Ray itself retries an address that
+  refuses for a minute or more before it gives up."""
+  host, _, port = address.removeprefix('ray://').rpartition(':')
+  try:
+    socket.create_connection((host, int(port)), timeout=10).close()
+  except OSError as e:
+    raise UserError(f'--ray_address={address}: nothing answers at {host}:{port} '
+                    f'({e.strerror or e}); is the cluster started?') from None
+
+
+def wait_for_runs(points: list[Point]) -> None:
+  """Returns once no run of `points` holds its run directory (train.py holds WORKDIR/lock
+  until it has checkpointed and exited)."""
+  while any(workdir_lock.is_held(p.workdir) for p in points):
+    time.sleep(POLL_S)
+
+
+def run_points(points: list[Point], address: str | None, parallel: int = 0,
+               cpus_per_point: int = 0, gpus_per_point: int = 0) -> None:
+  """Runs the points not done yet as Ray tasks, at most `parallel` (0: any number) at once
+  beyond what the cluster's resources allow. Starts no cluster when every point is done."""
+  todo = outcomes.to_run(points)
+  if not todo:
+    return
+  ray = connect(address)
+  cpus = cpus_per_point or 1
+  # No retries: a task whose worker or node is lost is recorded as failed like a run that
+  # fails, and a re-run of the sweep resumes it from its checkpoint.
+  task = ray.remote(num_cpus=cpus, num_gpus=gpus_per_point, max_retries=0)(run_command)
+  limit = parallel or len(todo)
+  running = {}   # ObjectRef -> (point, submission time)
+  count, total = 0, len(todo)
+  try:
+    while todo or running:
+      while todo and len(running) < limit:
+        point = todo.pop(0)
+        count += 1
+        os.makedirs(point.workdir, exist_ok=True)
+        ref = task.remote(point.command, os.getcwd(), os.path.abspath(outcomes.log_path(point)),
+                          cpus)
+        running[ref] = (point, time.time())
+        print(f'[{count}/{total}] {point.name}: submitted', flush=True)
+      ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_S)
+      for ref in ready:
+        point, submitted = running.pop(ref)
+        try:
+          out = ray.get(ref)
+        except ray.exceptions.RayError as e:   # the task, not the run, failed: a lost node
+          line = str(e).strip().splitlines()[0] if str(e).strip() else ''
+          outcomes.finish(point, -1, time.time() - submitted, error=f'ray: {type(e).__name__} '
+                          f'{line}'.strip(), launcher='ray')
+          continue
+        outcomes.finish(point, out['returncode'], out['wall_s'], launcher='ray',
+                        host=out['host'], gpus=out['gpus'], cpu_s=round(out['cpu_s'], 1))
+  except KeyboardInterrupt:
+    for ref in running:
+      ray.cancel(ref)
+    wait_for_runs([point for point, _ in running.values()])
+    raise
+  finally:
+    ray.shutdown()
