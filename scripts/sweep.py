@@ -6,6 +6,9 @@ r"""Runs train.py at every point of a grid of config values and tabulates the re
   python scripts/sweep.py ... --zip='train.learning_rate=[1e-3,3e-3] train.warmup_steps=[50,100]'
   python scripts/sweep.py ... --sweep_file=configs/sweeps/copy_lr_layers.py
   python scripts/sweep.py ... --print_commands     # one train.py command per point; runs nothing
+  python scripts/sweep.py ... --gpus_per_point=2   # each running point two GPUs of its own
+  python scripts/sweep.py ... --launcher=ray [--ray_address=auto|HOST:PORT|ray://HOST:PORT]
+      [--cpus_per_point=4 --gpus_per_point=1]      # points as Ray tasks over a cluster
 
 The points: the cartesian product of the --sweep lists, times the points of --zip (its
 lists taken in step: the i-th values of all of them make the i-th point, so they must be
@@ -17,9 +20,16 @@ config of every point is parsed as train.py will parse it before anything runs, 
 mistyped key costs one `error:` line (exit 2) and no runs.
 
 DIR/<point>/ is one train.py run, named after its overrides (train.learning_rate=0.001,
-model.num_layers=1), with its output in sweep.log and its status and wall time in
-sweep.json; a point whose eval/test.json exists is done and not run again. --parallel
-points run at a time (default: one per CPU, each run pinned to its share of the CPUs).
+model.num_layers=1), with its output in sweep.log and its status, wall time, CPU time and
+where it ran in sweep.json; a point whose eval/test.json exists is done and not run
+again. With --launcher=local (the default) --parallel points run at a time (default: as
+many as fit, each run pinned to its share of the CPUs, and with --gpus_per_point given
+GPUs of its own from CUDA_VISIBLE_DEVICES or nvidia-smi); with --launcher=ray each point
+is a Ray task asking for --cpus_per_point CPUs and --gpus_per_point GPUs, on the cluster
+of --ray_address or, without it, one started here for the sweep (docs/experiments.md:
+the paths a cluster's nodes must share). Ctrl-C stops the running points as a preemption
+does (they checkpoint; a re-run resumes them) and exits 130. DIR/lock: one sweep per
+directory at a time.
 DIR/results.csv and DIR/results.md hold a row per point: swept values, the last validation
 metrics, the test metrics (and those of config.eval.extra_splits, e.g. test_long_bleu),
 exact match per --length_bins range of source words (em_words_LO-HI, over every scored
@@ -36,8 +46,9 @@ DIR/machine.json the kind of machine the points were timed on (attention/bench/m
 isa 'mixed' when points ran on different kinds, so that their step times are not compared).
 Exit status: 0 when every point is done, 1 when any failed (the others still run).
 
-The parts: scripts/sweeping/points.py parses the sweep into points, local.py runs them,
-results.py and plots.py write the tables and plots.
+The parts: scripts/sweeping/points.py parses the sweep into points, local.py or cluster.py
+runs them, recording what outcomes.py says, results.py and plots.py write the tables and
+plots.
 """
 
 from __future__ import annotations
