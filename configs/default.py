@@ -7,6 +7,9 @@
 
 The config string takes comma-separated key=value pairs (as big_vision does):
   task=lang|copy|reverse|sort|addition   the toy_translation builder config
+  task=listops|recall|selective_copy     its long-range tasks, with
+  length=L                               their source length in tokens (default 1024):
+                                         config.task becomes TASK_L (listops_1024)
   model=tiny|mini|small|base|big|lstm    model preset (configs/models.py; default mini)
 Any field can then be overridden from the command line: --config.model.num_heads=8.
 
@@ -22,8 +25,12 @@ import ml_collections
 
 from configs import models
 
-TASKS = ('lang', 'copy', 'reverse', 'sort', 'addition')
-ARG_KEYS = ('task', 'model')
+LONG_RANGE = ('listops', 'recall', 'selective_copy')
+TASKS = ('lang', 'copy', 'reverse', 'sort', 'addition', *LONG_RANGE)
+ARG_KEYS = ('task', 'model', 'length')
+DEFAULT_LENGTH = 1024
+# Long-range batches hold about this many source tokens, whatever the length.
+BATCH_TOKENS = 8192
 
 
 def parse_arg(arg: str | None) -> dict:
@@ -37,6 +44,12 @@ def parse_arg(arg: str | None) -> dict:
     out[key] = value
   if out.get('task', 'lang') not in TASKS:
     raise ValueError(f'config string task={out["task"]!r}: allowed: {", ".join(TASKS)}')
+  if 'length' in out:
+    if out.get('task') not in LONG_RANGE:
+      raise ValueError(f'config string length={out["length"]}: only with task='
+                       f'{"|".join(LONG_RANGE)}')
+    if not out['length'].isdigit() or int(out['length']) < 32:
+      raise ValueError(f'config string length={out["length"]!r}: an integer >= 32 (tokens)')
   return out
 
 
@@ -91,6 +104,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # and feed-forward units over `model`; fsdp also shards parameters over `data`.
   config.mesh = ml_collections.ConfigDict(dict(data=-1, model=1, fsdp=False))
   _apply_task_defaults(config)
+  if config.task in LONG_RANGE:
+    _apply_long_range_defaults(config, int(args.get('length', DEFAULT_LENGTH)))
   return config
 
 
@@ -115,4 +130,23 @@ def _apply_task_defaults(config):
   if config.task not in TASK_DEFAULTS:
     return
   config.update_from_flattened_dict({**ALGORITHMIC, **TASK_DEFAULTS[config.task]})
+  config.eval.every_steps = config.checkpoint.every_steps = config.train.num_steps
+
+
+def _apply_long_range_defaults(config, length: int):
+  """A long-range task at `length` source tokens: config.task names its dataset (TASK_L);
+  rows are unpacked, one sequence each, padded to length + 1 (test_long's to twice that),
+  batches hold about BATCH_TOKENS source tokens, decoding is greedy and stops after the
+  task's short target."""
+  from attention.data import long_range
+  task = config.task
+  config.task = f'{task}_{length}'
+  config.update_from_flattened_dict(ALGORITHMIC)
+  config.data.pack = False
+  config.data.max_length = length + 1
+  config.data.bucket_boundaries = (length + 1, 2 * (length + 1))
+  config.train.batch_size = max(1, BATCH_TOKENS // length)
+  config.train.num_steps = 1000
+  config.eval.batch_size = max(1, BATCH_TOKENS // length)
+  config.eval.max_decode_length = long_range.TARGET_LENGTH[task] + 1
   config.eval.every_steps = config.checkpoint.every_steps = config.train.num_steps

@@ -16,9 +16,12 @@ from configs import default, models
 @pytest.mark.parametrize('preset', sorted(models.PRESETS))
 def test_every_task_and_preset_is_valid(task, preset):
   config = default.get_config(f'task={task},model={preset}')
-  assert config.task == task and config.model.preset == preset
+  assert config.model.preset == preset
   config_check.validate(config)
-  assert config.data.pack == (config.model.name != 'lstm')
+  if task in default.LONG_RANGE:   # named with its length; one sequence per row
+    assert config.task == f'{task}_{default.DEFAULT_LENGTH}' and not config.data.pack
+  else:
+    assert config.task == task and config.data.pack == (config.model.name != 'lstm')
 
 
 def test_defaults_are_the_papers_optimizer_and_a_1x1_mesh():

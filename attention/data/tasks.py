@@ -1,6 +1,7 @@
 """What `config.task` names, prepared as a TFDS dataset and tokenized.
 
   lang | copy | reverse | sort | addition   the `toy_translation` builder (generated here)
+  listops_L | recall_L | selective_copy_L   its long-range tasks, sources of about L tokens
   tsv:DIR                                   the `parallel_text` builder over local TSV files
   any other name, e.g. wmt14_translate/de-en a TFDS translation dataset (downloads once)
 
@@ -23,7 +24,13 @@ import tensorflow_datasets as tfds
 from attention import UserError
 from attention.data import parallel_text, tokenizers, toy_translation
 
-TOY_TASKS = tuple(c.name for c in toy_translation.BUILDER_CONFIGS)
+TOY_TASKS = tuple(c.name for c in toy_translation.BUILDER_CONFIGS)   # and TASK_L of any L
+TASK_NAMES = 'lang, copy, reverse, sort, addition, listops_L, recall_L, selective_copy_L'
+
+
+def is_toy(task: str) -> bool:
+  """A task of the `toy_translation` builder (its long-range tasks at any length too)."""
+  return toy_translation.is_task(task)
 TOKENIZER_FILE = 'vocab.json'
 TOKENIZERS = ('auto', 'word', 'sentencepiece')
 
@@ -55,8 +62,8 @@ def _text(value) -> str:
 
 
 def builder(task: str, data_dir: str):
-  if task in TOY_TASKS:
-    return toy_translation.ToyTranslation(config=task, data_dir=data_dir,
+  if is_toy(task):
+    return toy_translation.ToyTranslation(config=toy_translation.config_for(task), data_dir=data_dir,
                                           file_format='array_record')
   if task.startswith('tsv:'):
     return parallel_text.ParallelText(config=parallel_text.config_for(task[4:]),
@@ -73,7 +80,7 @@ def load_for(config) -> TaskData:
     raise UserError(str(e)) from None
   except tfds.core.registered.DatasetNotFoundError:
     raise UserError(f'config.task={config.task!r}: no such TFDS dataset; allowed: '
-                    f'{", ".join(TOY_TASKS)}, tsv:DIR, or a TFDS dataset name') from None
+                    f'{TASK_NAMES}, tsv:DIR, or a TFDS dataset name') from None
 
 
 def load(task: str, data_dir: str) -> TaskData:
@@ -98,12 +105,12 @@ def load(task: str, data_dir: str) -> TaskData:
 def pretokenized(task: str) -> bool:
   """Whether a task's text is already tokenized (words and punctuation separated by
   spaces, as the toy tasks generate it), so that BLEU needs no tokenizer of its own."""
-  return task in TOY_TASKS
+  return is_toy(task)
 
 
 def tokenizer_kind(task: str, kind: str) -> str:
   if kind == 'auto':
-    return 'word' if task in TOY_TASKS else 'sentencepiece'
+    return 'word' if is_toy(task) else 'sentencepiece'
   return kind
 
 

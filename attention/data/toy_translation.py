@@ -8,27 +8,32 @@ Prepared once into a data directory in the array_record format and read back thr
   builder.download_and_prepare()
   source = builder.as_data_source(split='train')   # source[i] -> {'source', 'target'} bytes
 
-Configs: `lang` (the synthetic language pair of `grammar.py`) and the algorithmic tasks
-`copy`, `reverse`, `sort`, `addition`. Splits: train, validation, test, and test_long
-with examples longer than any in train. Splits never share a source sentence.
-Nothing is downloaded; generation is deterministic from the config's seed.
+Configs: `lang` (the synthetic language pair of `grammar.py`), the algorithmic tasks
+`copy`, `reverse`, `sort`, `addition`, and the long-range tasks of `long_range.py` at a
+source length L in tokens, named TASK_L (`listops_1024`, `recall_256`, `selective_copy_4096`;
+`config_for(name)` makes any L): train, validation and test have sources of 0.75 L to L
+tokens, test_long of 1.5 L to 2 L. Splits: train, validation, test, and test_long with
+examples longer than any in train. Splits never share a source sentence. Nothing is
+downloaded; generation is deterministic from the config's seed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import re
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from attention.data import algorithmic, grammar
+from attention.data import algorithmic, grammar, long_range
 
 SPLITS = ('train', 'validation', 'test', 'test_long')
 
 
 @dataclasses.dataclass
 class ToyTranslationConfig(tfds.core.BuilderConfig):
-  task: str = 'lang'             # lang | copy | reverse | sort | addition
+  task: str = 'lang'             # lang | copy | reverse | sort | addition | listops | ...
   seed: int = 0
   num_train: int = 50_000
   num_eval: int = 2_000          # validation, test and test_long each
@@ -50,6 +55,47 @@ BUILDER_CONFIGS = [
 ]
 
 
+LONG_RANGE_LENGTHS = (256, 1024, 4096)
+# Long sequences, fewer of them: about 8M source tokens of training data at any length
+# (a long-range run on 2 cores sees a few thousand sequences), and 500 per other split.
+LONG_RANGE_TRAIN_TOKENS = 2**23
+LONG_RANGE_NAME = re.compile(rf'({"|".join(long_range.TASKS)})_([1-9][0-9]*)')
+
+
+def long_range_config(task: str, length: int) -> ToyTranslationConfig:
+  if length < long_range.MIN_LENGTH[task] / 0.75:
+    raise ValueError(f'{task}: length must be at least '
+                     f'{-(-long_range.MIN_LENGTH[task] * 4 // 3)}, got {length}')
+  return ToyTranslationConfig(
+      name=f'{task}_{length}', task=task, description=f'Long range: {task}, {length} tokens.',
+      num_train=int(np.clip(LONG_RANGE_TRAIN_TOKENS // length, 1000, 20_000)), num_eval=500,
+      min_length=-(-3 * length // 4), max_length=length,
+      long_min_length=-(-3 * length // 2), long_max_length=2 * length)
+
+
+BUILDER_CONFIGS += [long_range_config(task, length) for task in long_range.TASKS
+                    for length in LONG_RANGE_LENGTHS]
+
+
+def config_for(name: str) -> ToyTranslationConfig | str:
+  """The builder config of a task name: a registered one by name, a long-range TASK_L
+  of any length made here."""
+  match = LONG_RANGE_NAME.fullmatch(name)
+  if match and name not in {c.name for c in BUILDER_CONFIGS}:
+    return long_range_config(match.group(1), int(match.group(2)))
+  return name
+
+
+def is_task(name: str) -> bool:
+  if name in {c.name for c in BUILDER_CONFIGS}:
+    return True
+  match = LONG_RANGE_NAME.fullmatch(name)
+  try:
+    return bool(match) and bool(long_range_config(match.group(1), int(match.group(2))))
+  except ValueError:   # too short for the task
+    return False
+
+
 def text_pair_info(builder: tfds.core.GeneratorBasedBuilder, description: str):
   """DatasetInfo of a translation dataset of {'source', 'target'} text pairs."""
   return builder.dataset_info_from_configs(
@@ -63,7 +109,9 @@ class ToyTranslation(tfds.core.GeneratorBasedBuilder):
   """Synthetic source/target text pairs."""
 
   VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'lang, copy, reverse, sort, addition; test_long split.'}
+  # Long-range configs are new names: no existing config's examples changed.
+  RELEASE_NOTES = {'1.0.0': 'lang, copy, reverse, sort, addition; test_long split; '
+                            'listops, recall, selective_copy at any length.'}
   BUILDER_CONFIGS = BUILDER_CONFIGS
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -81,7 +129,7 @@ class ToyTranslation(tfds.core.GeneratorBasedBuilder):
 
 def generate_splits(cfg: ToyTranslationConfig) -> dict[str, list[tuple[str, str]]]:
   """All four splits, deterministic from cfg.seed; no source sentence appears twice."""
-  seen: set[str] = set()
+  seen: set[bytes] = set()   # digests: long-range splits hold gigabytes of text
   sampler = _sampler(cfg)
   rng = np.random.default_rng([cfg.seed, 0x5EED])
 
@@ -89,8 +137,9 @@ def generate_splits(cfg: ToyTranslationConfig) -> dict[str, list[tuple[str, str]
     out = []
     while len(out) < count:
       source, target = sampler(rng, lo, hi)
-      if source not in seen:
-        seen.add(source)
+      digest = hashlib.blake2b(source.encode(), digest_size=16).digest()
+      if digest not in seen:
+        seen.add(digest)
         out.append((source, target))
     return out
 
@@ -118,7 +167,9 @@ def _sampler(cfg: ToyTranslationConfig):
           return source, target
     return sample
 
+  generate = long_range.sample_pair if cfg.task in long_range.TASKS else algorithmic.sample_pair
+
   def sample(rng, lo, hi):
-    return algorithmic.sample_pair(cfg.task, rng, int(rng.integers(lo, hi + 1)))
+    return generate(cfg.task, rng, int(rng.integers(lo, hi + 1)))
   return sample
 

@@ -57,7 +57,7 @@ def _real(lo, hi=None, hi_open=True):
 
 def _task_ok(task):
   return isinstance(task, str) and bool(task) and (
-      task in tasks.TOY_TASKS or task.startswith('tsv:') or task[0].isalpha())
+      tasks.is_toy(task) or task.startswith('tsv:') or task[0].isalpha())
 
 
 def field_checks() -> list[tuple]:
@@ -65,7 +65,7 @@ def field_checks() -> list[tuple]:
   call, since a kernel registered later joins model.kernel's choices."""
   return [
       ('seed', *_int(0)),
-      ('task', _task_ok, f'{", ".join(tasks.TOY_TASKS)}, tsv:DIR, or a TFDS dataset name'),
+      ('task', _task_ok, f'{tasks.TASK_NAMES}, tsv:DIR, or a TFDS dataset name'),
       ('data.data_dir', lambda v: isinstance(v, str) and v, 'a directory path'),
       ('data.max_length', *_int(2)),
       ('data.bucket_boundaries', lambda v: len(v) > 0 and all(
