@@ -220,7 +220,14 @@ def _fail(message: str):
 def main(fn, *, config_flag: str | None = 'config'):
   """The entry point of a command: absl.app.run with parse_flags, then fn() with UserError
   reported in one line (exit 2) and Ctrl-C as exit 130."""
+  import signal
+
   from absl import app
+
+  # SIGINT is Ctrl-C even where the command was started with it ignored (a script's
+  # background job, whose children inherit SIG_IGN and Python then installs no handler):
+  # a sweep must stop with its runs, which handle SIGINT themselves (preemption.py).
+  signal.signal(signal.SIGINT, signal.default_int_handler)
 
   def run(argv):
     del argv   # parse_flags refused any argument that is not a flag
