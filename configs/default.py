@@ -10,7 +10,8 @@ The config string takes comma-separated key=value pairs (as big_vision does):
   task=listops|recall|selective_copy     its long-range tasks, with
   length=L                               their source length in tokens (default 1024):
                                          config.task becomes TASK_L (listops_1024)
-  model=tiny|mini|small|base|big|lstm    model preset (configs/models.py; default mini)
+  model=tiny|mini|small|long|base|big|lstm   model preset (configs/models.py; default
+                                         mini, and long for the long-range tasks)
 Any field can then be overridden from the command line: --config.model.num_heads=8.
 
 Results, as recorded by scripts/reproduce.py (results/train_<name>/; wall times and the
@@ -71,7 +72,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       vocab_size=8000,             # sentencepiece only
   ))
 
-  config.model = models.get_model_config(args.get('model', 'mini'))
+  default_model = 'long' if config.task in LONG_RANGE else 'mini'
+  config.model = models.get_model_config(args.get('model', default_model))
   config.data.pack = config.model.name != 'lstm'
 
   config.train = ml_collections.ConfigDict(dict(

@@ -14,12 +14,21 @@ step on several device meshes in alternation, in one process (1x1 is one device)
 
   XLA_FLAGS=--xla_force_host_platform_device_count=8 python scripts/bench_model.py \
       --config=configs/default.py:model=small --meshes=1x1,8x1,4x2 --skip=greedy,uncached,beam
+
+Against length (attention/bench/length_scan.py): the train step of each kernel at each
+length, one process each (time, compiled temporary memory, peak RSS), batches of
+--batch_tokens source tokens, written as JSON, a Markdown table and a log-log plot:
+
+  python scripts/bench_model.py --config=configs/default.py:task=recall,model=long \
+      --lengths=256,1024,4096,16384 --kernels=reference,flash,local,linear \
+      --target_length=5 --out_dir=runs/bench_lengths
 """
 
 from __future__ import annotations
 
 import json
 import os
+import resource
 import statistics
 import sys
 import time
@@ -33,8 +42,8 @@ from flax import nnx  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from attention import cli, models  # noqa: E402
-from attention.bench import machine  # noqa: E402
+from attention import cli, kernels, models  # noqa: E402
+from attention.bench import length_scan, machine  # noqa: E402
 from attention.models import decoding  # noqa: E402
 from attention import UserError  # noqa: E402
 from attention.bench.inputs import median_seconds, random_pairs, random_tokens  # noqa: E402
@@ -44,6 +53,8 @@ _CONFIG = cli.define_config_flag('Experiment config (only model and train are us
                                  default='configs/default.py:model=small')
 _BATCH = flags.DEFINE_integer('batch', 64, 'Training batch (rows).')
 _LENGTH = flags.DEFINE_integer('length', 32, 'Source and target length, training and decoding.')
+_TARGET_LENGTH = flags.DEFINE_integer('target_length', 0, 'Target length of the train step '
+                                      '(0: --length); the long-range tasks have short targets.')
 _BEAM = flags.DEFINE_integer('beam', 4, 'Beam size.')
 _DECODE_BATCH = flags.DEFINE_integer('decode_batch', 32, 'Sentences per decoding call.')
 _DECODE_LENGTH = flags.DEFINE_integer('decode_length', 64, 'Tokens generated per sentence.')
@@ -54,6 +65,18 @@ _SKIP = flags.DEFINE_list('skip', [], 'Measurements to skip: train, greedy, unca
 _MESHES = flags.DEFINE_list('meshes', [], 'Device meshes DATAxMODEL to time the train step '
                             'on, alternated (e.g. 1x1,8x1,4x2); empty: the default device.')
 _JSON = flags.DEFINE_bool('json', False, 'Print one JSON object (else a readable summary).')
+_MEMORY_LIMIT = flags.DEFINE_float('memory_limit_gib', 8.0, 'A train step whose compiled '
+                                   'temporaries exceed this is reported, not run.')
+_LENGTHS = flags.DEFINE_list('lengths', [], 'Time the train step at each of these source '
+                             'lengths, one process each (see the module docstring).')
+_KERNELS = flags.DEFINE_list('kernels', ['reference', 'flash', 'local', 'linear'],
+                             'With --lengths: the kernels to time.')
+_BATCH_TOKENS = flags.DEFINE_integer('batch_tokens', 8192, 'With --lengths: source tokens '
+                                     'per batch (rows = batch_tokens / length, at least 1).')
+_TIMEOUT = flags.DEFINE_integer('timeout_s', 1800, 'With --lengths: the most one '
+                                'measurement may take.')
+_OUT_DIR = flags.DEFINE_string('out_dir', 'runs/bench_lengths', 'With --lengths: where '
+                               'lengths.json, lengths.md and lengths.png go.')
 
 
 def time_meshes(meshes, graphdef, rest, tx, config, params, batch) -> dict:
@@ -82,7 +105,11 @@ def time_meshes(meshes, graphdef, rest, tx, config, params, batch) -> dict:
 
 MEASUREMENTS = ('train', 'greedy', 'uncached', 'beam')
 cli.positive(_BATCH, _LENGTH, _BEAM, _DECODE_BATCH, _DECODE_LENGTH, _VOCAB, _REPEATS,
-             _DECODE_REPEATS)
+             _DECODE_REPEATS, _BATCH_TOKENS, _TIMEOUT)
+cli.validate(_TARGET_LENGTH, lambda v: None if v >= 0 else f'must be >= 1, or 0; got {v}')
+cli.validate(_MEMORY_LIMIT, lambda v: None if v > 0 else f'must be > 0 (GiB); got {v}')
+cli.validate(_LENGTHS, lambda v: None if all(x.isdigit() and int(x) > 0 for x in v) else
+             f'{",".join(v)!r}: positive integers (tokens), e.g. 256,1024,4096')
 cli.subset_of(_SKIP, MEASUREMENTS)
 
 
@@ -93,8 +120,13 @@ def check_flags(config) -> dict[str, tuple[int, int]]:
   # unpacked rows of random tokens, up to the longest of its lengths.
   fed = config.copy_and_resolve_references()
   fed.data.pack = False
-  fed.data.max_length = max(_LENGTH.value, _DECODE_LENGTH.value)
+  fed.data.max_length = max(_LENGTH.value, _DECODE_LENGTH.value, _TARGET_LENGTH.value,
+                           *map(int, _LENGTHS.value))
   config_check.validate(fed)
+  unknown = [k for k in _KERNELS.value if k not in kernels.names()]
+  if unknown:
+    raise UserError(f'--kernels: unknown kernel {unknown[0]!r}; allowed: '
+                    f'{", ".join(kernels.names())}')
   meshes = {}
   for name in _MESHES.value:
     parts = name.split('x')
@@ -108,9 +140,49 @@ def check_flags(config) -> dict[str, tuple[int, int]]:
   return meshes
 
 
+def temporaries(compiled) -> int:
+  """Bytes of temporary buffers XLA allocates for one call (activations kept for the
+  backward pass, attention scores): what grows with length, parameters aside."""
+  analysis = compiled.memory_analysis()
+  return int(analysis.temp_size_in_bytes) if analysis is not None else 0
+
+
+def scan_lengths(config_args: list[str]) -> None:
+  """--lengths: every kernel at every length, each in a child process of this script."""
+  os.makedirs(_OUT_DIR.value, exist_ok=True)
+  rows = []
+  for kernel in _KERNELS.value:
+    for length in map(int, _LENGTHS.value):
+      command = length_scan.child_command(
+          os.path.abspath(__file__), config_args, kernel, length, _BATCH_TOKENS.value,
+          _TARGET_LENGTH.value or length, _REPEATS.value, _MEMORY_LIMIT.value)
+      row = {'kernel': kernel, 'length': length,
+             'rows': length_scan.rows_for(length, _BATCH_TOKENS.value),
+             **length_scan.measure(command, _TIMEOUT.value)}
+      rows.append(row)
+      why = length_scan.cell(row)
+      print(f'{kernel:>10} {length:>6}: ' + (why or f'{row["train_step_s"] * 1e3:,.1f} ms, '
+            f'temporaries {row["temp_bytes"] / 2**20:,.0f} MiB, '
+            f'peak RSS {row["peak_rss_bytes"] / 2**20:,.0f} MiB'), flush=True)
+  summary = {'command': ' '.join(sys.argv), 'machine': machine.describe(),
+             'batch_tokens': _BATCH_TOKENS.value, 'exponents': length_scan.exponents(rows),
+             'rows': rows}
+  with open(os.path.join(_OUT_DIR.value, 'lengths.json'), 'w') as f:
+    json.dump(summary, f, indent=1)
+  with open(os.path.join(_OUT_DIR.value, 'lengths.md'), 'w') as f:
+    f.write(length_scan.markdown(rows))
+  png = length_scan.plot(rows, os.path.join(_OUT_DIR.value, 'lengths.png'))
+  for kernel, slope in summary['exponents'].items():
+    print(f'{kernel}: step time per row grows as length^{slope:.2f}')
+  print(f'results: {_OUT_DIR.value}/lengths.{{json,md{",png" if png else ""}}}')
+
+
 def main():
   config = _CONFIG.value
   meshes = check_flags(config)
+  if _LENGTHS.value:
+    scan_lengths([a for a in sys.argv[1:] if a.startswith('--config')])
+    return
   cfg = config.model
   if not cfg.vocab_size:
     cfg.vocab_size = _VOCAB.value
@@ -130,11 +202,18 @@ def main():
     train_step = step_lib.make_train_step(graphdef, rest, tx,
                                           label_smoothing=config.train.label_smoothing)
     b, t = _BATCH.value, _LENGTH.value
-    batch = random_pairs(rng, b, t, cfg.vocab_size)
+    batch = random_pairs(rng, b, t, cfg.vocab_size, _TARGET_LENGTH.value or t)
     holder = [step_lib.create_train_state(params, tx, config.seed)]
+    compiled = train_step.lower(holder[0], batch).compile()
+    result['temp_bytes'] = temporaries(compiled)
+    if result['temp_bytes'] > _MEMORY_LIMIT.value * 2**30:
+      result[length_scan.SKIPPED] = (f'needs {result["temp_bytes"] / 2**30:.1f} GiB of '
+                                     f'temporaries, above --memory_limit_gib={_MEMORY_LIMIT.value:g}')
+      print(json.dumps(result))
+      return
 
     def one_step():
-      holder[0], metrics = train_step(holder[0], batch)
+      holder[0], metrics = compiled(holder[0], batch)
       return metrics['loss']
 
     if meshes:
@@ -142,7 +221,7 @@ def main():
       holder[0] = step_lib.create_train_state(params, tx, config.seed)
     seconds = median_seconds(one_step, _REPEATS.value)
     result['train_step_s'] = seconds
-    result['train_tokens_per_s'] = 2 * b * t / seconds
+    result['train_tokens_per_s'] = b * (t + (_TARGET_LENGTH.value or t)) / seconds
     # The step donated the arrays the model was built on: decode with the trained ones.
     model = step_lib.merge_model(graphdef, holder[0].params, rest)
 
@@ -167,6 +246,8 @@ def main():
     result['cached_over_uncached'] = (result['greedy_sentences_per_s']
                                       / result['uncached_greedy_sentences_per_s'])
 
+  # ru_maxrss is in KiB on Linux: the process's peak, compilation and every call included.
+  result['peak_rss_bytes'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
   if _JSON.value:
     print(json.dumps(result))
   else:

@@ -15,6 +15,10 @@ lists taken in step: the i-th values of all of them make the i-th point, so they
 of one length), times the points of --sweep_file (a module whose get_sweep() returns a
 list of override dicts; configs/sweeps has the sweep/product/zip_ helpers and an example).
 Values are Python literals (3e-3, 2, True, (16, 32), 'cosine'); a bare word is a string.
+The key `config` is the config string itself (--sweep="config=['task=recall,length=256',
+'task=recall,length=1024']", or {'config': 'task=recall,length=256'} in a sweep file): it
+replaces --config's string after the ':' for its point, for what only the string sets
+(a long-range task's length).
 --config.X=Y flags are fixed overrides that every point gets, before its swept ones. The
 config of every point is parsed as train.py will parse it before anything runs, so a
 mistyped key costs one `error:` line (exit 2) and no runs.
@@ -33,7 +37,8 @@ directory at a time.
 DIR/results.csv and DIR/results.md hold a row per point: swept values, the last validation
 metrics, the test metrics (and those of config.eval.extra_splits, e.g. test_long_bleu),
 exact match per --length_bins range of source words (em_words_LO-HI, over every scored
-split but validation), parameters, median train step time, wall time, status.
+split but validation), parameters, median train step time, peak resident memory (MiB),
+wall time, status.
 DIR/results.png plots --metric against the swept value when a single key varies;
 DIR/results_by_length.png exact match against source length, a line per point;
 DIR/curves.json and DIR/curves.png the logged training loss of every point.

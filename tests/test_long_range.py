@@ -133,22 +133,40 @@ def test_trivial_baselines_fail():
 
 
 @pytest.mark.slow
-def test_train_and_eval_serve_a_long_range_task(tmp_path):
-  """train.py on `task=recall,length=48` as on any task: the dataset is prepared at its
-  length, a few steps train, and test and test_long (twice as long) are scored."""
+def test_a_sweep_over_lengths_trains_scores_and_reports(tmp_path):
+  """sweep.py with the config string swept (`config=[...]`: a long-range task at two
+  lengths) runs train.py as on any task: each dataset is prepared at its length, a few
+  steps train, test and test_long (twice as long) are scored; long_range_report.py then
+  tabulates and plots the sweep against length."""
+  import csv
+  import json
+
   from tests import e2e
-  workdir = tmp_path / 'recall'
-  out = e2e.run('train.py', '--config=configs/default.py:task=recall,length=48,model=tiny',
-                f'--workdir={workdir}', f'--config.data.data_dir={tmp_path / "data"}',
+  study = tmp_path / 'study'
+  configs = ','.join(f"'task=recall,length={n},model=tiny'" for n in (48, 64))
+  out = e2e.run('scripts/sweep.py', '--config=configs/default.py', f'--workdir={study}',
+                f'--sweep=config=[{configs}]', f'--config.data.data_dir={tmp_path / "data"}',
                 '--config.train.num_steps=2', '--config.train.log_every_steps=2',
                 '--config.eval.num_examples=8', '--config.eval.test_examples=16',
-                "--config.eval.extra_splits=('test_long',)", timeout=900)
+                "--config.eval.extra_splits=('test_long',)", '--parallel=2', timeout=900)
   assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-  import json
-  for split in ('test', 'test_long'):
-    record = json.loads((workdir / 'eval' / f'{split}.json').read_text())
-    assert record['num_examples'] == 16 and 0 <= record['exact_match'] <= 100, record
-  prepared = tmp_path / 'data' / 'toy_translation' / 'recall_48'
-  assert prepared.is_dir()
-  rows = (workdir / 'eval' / 'test_long.tsv').read_text().splitlines()[1:]
-  assert all(72 <= len(row.split('\t')[0].split()) <= 96 for row in rows), rows[:2]
+  for length in (48, 64):
+    workdir = study / f'config=task=recall,length={length},model=tiny'
+    for split in ('test', 'test_long'):
+      record = json.loads((workdir / 'eval' / f'{split}.json').read_text())
+      assert record['num_examples'] == 16 and 0 <= record['exact_match'] <= 100, record
+    assert (tmp_path / 'data' / 'toy_translation' / f'recall_{length}').is_dir()
+    rows = (workdir / 'eval' / 'test_long.tsv').read_text().splitlines()[1:]
+    assert all(1.5 * length <= len(r.split('\t')[0].split()) <= 2 * length for r in rows)
+  with open(study / 'results.csv', newline='') as f:
+    results = list(csv.DictReader(f))
+  assert [r['config'] for r in results] == [f'task=recall,length={n},model=tiny' for n in (48, 64)]
+  assert all(int(r['peak_rss_mib']) > 100 for r in results), results
+
+  out = e2e.run('scripts/long_range_report.py', f'--study_dir={study}')
+  assert out.returncode == 0, out.stderr[-2000:]
+  report = (study / 'report.md').read_text()
+  table = report.split('### recall')[1].splitlines()
+  assert table[2] == '| model | 48 | 64 |', report
+  assert table[4].startswith('| Transformer flash | '), report
+  assert (study / 'accuracy.png').stat().st_size and (study / 'cost.png').stat().st_size

@@ -188,7 +188,8 @@ def test_sweep_file_points_and_commands(tmp_path):
 
 
 # Points per study (positional and attention_vs_recurrence: three seeds of each setting).
-STUDIES = {'attention_vs_recurrence': 24, 'positional': 15, 'kernels': 5, 'table3': 10}
+STUDIES = {'attention_vs_recurrence': 24, 'positional': 15, 'kernels': 5, 'table3': 10,
+           'long_range': 90}
 
 
 @pytest.mark.parametrize('study', sorted(STUDIES))

@@ -28,9 +28,9 @@ def random_tokens(rng, shape, vocab: int):
   return jnp.asarray(rng.integers(NUM_SPECIAL, vocab, shape), jnp.int32)
 
 
-def random_pairs(rng, batch: int, length: int, vocab: int) -> dict:
-  """A training batch of full-length random pairs: src, tgt_out and tgt_in (BOS, then
-  tgt_out shifted right), each [batch, length]."""
-  tgt = random_tokens(rng, (batch, length), vocab)
+def random_pairs(rng, batch: int, length: int, vocab: int, target_length: int = 0) -> dict:
+  """A training batch of full-length random pairs: src [batch, length], tgt_out and tgt_in
+  (BOS, then tgt_out shifted right) [batch, target_length or length]."""
+  tgt = random_tokens(rng, (batch, target_length or length), vocab)
   return {'src': random_tokens(rng, (batch, length), vocab), 'tgt_out': tgt,
           'tgt_in': jnp.concatenate([jnp.full((batch, 1), BOS_ID, jnp.int32), tgt[:, :-1]], 1)}

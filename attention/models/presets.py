@@ -24,6 +24,9 @@ PRESETS = {
     # Table 3, "big": N=6, d_model=1024, d_ff=4096, h=16, d_k=d_v=64, P_drop=0.3.
     'big': dict(num_layers=6, d_model=1024, d_ff=4096, num_heads=16, d_k=64, d_v=64,
                 dropout_rate=0.3, positional='sinusoidal'),
+    # Long sequences (the long-range tasks, 256 to 16384 tokens): narrow enough that a
+    # step at thousands of tokens fits 2 CPU cores, deep enough to compose two lookups.
+    'long': dict(num_layers=2, d_model=128, d_ff=256, num_heads=4, dropout_rate=0.0),
     # The recurrent baseline: a 2-layer LSTM encoder-decoder with Luong attention.
     'lstm': dict(name='lstm', num_layers=2, d_model=256, dropout_rate=0.1,
                  rnn_attention='luong'),

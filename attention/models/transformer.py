@@ -138,7 +138,7 @@ class Transformer(nnx.Module):
 
   @classmethod
   def from_preset(cls, preset: str, *, rngs: nnx.Rngs, **fields) -> Transformer:
-    """The Transformer of a preset (attention.models.presets: tiny, mini, small, base, big)
+    """The Transformer of a preset (attention.models.presets: tiny, mini, small, long, base, big)
     with fields of config.model replaced; vocab_size is required (> 0)."""
     from attention.models import presets
     cfg = presets.with_fields(preset, fields)

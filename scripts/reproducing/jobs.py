@@ -6,7 +6,7 @@ from __future__ import annotations
 
 
 from reproducing import studies
-from reproducing.spec import PY, Claim, Job, field, load, ratio, recordings, row
+from reproducing.spec import PY, Claim, Job, field, length_row, load, ratio, recordings, row
 
 
 def _bench(out_dir, *args):
@@ -58,6 +58,13 @@ JOBS = [
         {'bench_model.json': 'bench_model.json'}, minutes=6,
         env=(('XLA_FLAGS', '--xla_force_host_platform_device_count=8'),),
         stdout='bench_model.json'),
+    # The train step of the long preset against length, each kernel (bench_model --lengths).
+    Job('model_lengths', ((PY, 'scripts/bench_model.py',
+                           '--config=configs/default.py:task=recall,model=long',
+                           '--lengths=256,1024,4096,16384',
+                           '--kernels=reference,flash,local,linear', '--target_length=5',
+                           '--repeats=5', '--out_dir={out}'),),
+        {f'lengths.{ext}': f'lengths.{ext}' for ext in ('json', 'md', 'png')}, minutes=6.5),
     # Needs PyPI once: the Flax WMT example comes from the installed flax's sdist.
     Job('model_vs_flax_wmt', ((PY, 'scripts/bench_flax_wmt.py',
                                '--config=configs/default.py:model=small',
@@ -75,6 +82,7 @@ GROWTH, HEADS = 'kernels_growth/bench.json', 'kernels_heads/bench.json'
 RSS, MESHES = 'kernels_rss/bench.json', 'model_meshes/bench_model.json'
 FLAX_WMT = 'model_vs_flax_wmt/bench.json'
 SWEEP = 'sweep_use/bench.json'
+LENGTHS = 'model_lengths/lengths.json'
 PROFILE = 'kernels_profile/profile.json'
 # Compiled temporaries only (nothing runs), deterministic for one jax version and kernel.
 MEMORY = 'kernels_memory/bench.json'
@@ -144,6 +152,23 @@ CLAIMS = [
     *[Claim(f'model small: parameters, {who}', 'model_vs_flax_wmt', FLAX_WMT, 'bench.json',
             lambda d, w=who: d['params'][w], where='BENCHMARKS, Model throughput')
       for who in ('flax_wmt', 'ours_flash')],
+    # BENCHMARKS "The model against length": ratios inside one run, and the growth exponents.
+    Claim('long preset, 4096 tokens: reference / flash train step', 'model_lengths', LENGTHS,
+          'lengths.json', ratio(length_row('flash', 4096), length_row('reference', 4096),
+                                'train_step_s'),
+          rel=0.25, where='BENCHMARKS, The model against length', same_machine=True),
+    Claim('long preset, 4096 tokens: flash peak RSS (MiB)', 'model_lengths', LENGTHS,
+          'lengths.json', lambda d: field(length_row('flash', 4096), 'peak_rss_bytes')(d) / 2**20,
+          rel=0.15, where='BENCHMARKS, The model against length', same_machine=True),
+    *[Claim(f'long preset, {kernel}: train step 4096 / 1024 tokens', 'model_lengths', LENGTHS,
+            'lengths.json', ratio(length_row(kernel, 1024), length_row(kernel, 4096),
+                                  'train_step_s'),
+            rel=0.3, where='BENCHMARKS, The model against length', same_machine=True)
+      for kernel in ('reference', 'flash', 'local', 'linear')],
+    *[Claim(f'long preset, {kernel}: exponent of step time per row in length',
+            'model_lengths', LENGTHS, 'lengths.json', lambda d, k=kernel: d['exponents'][k],
+            abs=0.2, where='BENCHMARKS, The model against length', same_machine=True)
+      for kernel in ('reference', 'flash', 'local', 'linear')],
     *[claim
       for launcher in ('local', 'ray')
       for claim in (

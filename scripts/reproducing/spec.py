@@ -84,6 +84,16 @@ def row(candidate, length, causal, pass_):
   return select
 
 
+def length_row(kernel, length):
+  """Selects one row of a bench_model --lengths JSON."""
+  def select(data):
+    for r in data['rows']:
+      if (r['kernel'], r['length']) == (kernel, length):
+        return r
+    raise KeyError(f'no row {kernel} {length}')
+  return select
+
+
 def field(select, key):
   return lambda data: float(select(data)[key])
 

@@ -10,26 +10,45 @@ import shlex
 
 from reproducing.spec import PY, Claim, Job, load, recordings
 
-STUDIES = {'attention_vs_recurrence': 50, 'positional': 50, 'kernels': 21, 'table3': 25}
+STUDIES = {'attention_vs_recurrence': 50, 'positional': 50, 'kernels': 21, 'table3': 25,
+           'long_range_quick': 2}
+# A study named <file>_quick is the QUICK_COMMAND of configs/sweeps/<file>.py: a subset
+# that joins reproduce.py --quick.
+QUICK = '_quick'
+
 # Step times of these studies are not claimed: table3 is about quality, and short test runs
 # shared the two cores for a minute of its recording.
 UNTIMED_STUDIES = ('table3',)
 STUDY_FILES = ('results.csv', 'results.md', 'summary.csv', 'summary.md', 'results.png',
                'results_by_length.png', 'curves.json', 'curves.png', 'machine.json')
+# A sweep file's REPORT (a command reading the sweep directory, '{out}') and what it writes.
+REPORT_FILES = ('report.md', 'accuracy.png', 'cost.png')
 # Tolerances of a study's columns; the rest (wall time) are not compared. Times are
 # compared as each point's ratio to the first point of the same sweep.
 STUDY_TOLERANCE = {'bleu': dict(abs=2.0), 'exact_match': dict(abs=3.0),
                    'perplexity': dict(rel=0.05), 'em_words': dict(abs=5.0),
-                   'params': {}, 'train_ms_per_step': dict(rel=0.3)}
+                   'params': {}, 'train_ms_per_step': dict(rel=0.3),
+                   'peak_rss_mib': dict(rel=0.25)}
+
+
+def _command(text: str) -> tuple:
+  argv = shlex.split(text)
+  return (PY, *(('--workdir={out}' if a.startswith('--workdir=') else
+                 '--study_dir={out}' if a.startswith('--study_dir=') else a) for a in argv[1:]))
 
 
 def job(name: str, minutes: float) -> Job:
-  """The sweep of configs/sweeps/<name>.py, run with the COMMAND it records."""
-  module = importlib.import_module(f'configs.sweeps.{name}')
-  argv = shlex.split(module.COMMAND)
-  command = [PY, *(('--workdir={out}' if a.startswith('--workdir=') else a) for a in argv[1:])]
-  return Job(f'study_{name}', (tuple(command),),
-             {f: f for f in STUDY_FILES}, minutes=minutes, resumes=True)
+  """The sweep of configs/sweeps/<name>.py, run with the COMMAND it records (QUICK_COMMAND
+  for <name>_quick), then its REPORT if it has one."""
+  quick = name.endswith(QUICK)
+  module = importlib.import_module(f'configs.sweeps.{name.removesuffix(QUICK)}')
+  commands = [_command(module.QUICK_COMMAND if quick else module.COMMAND)]
+  files = list(STUDY_FILES)
+  if hasattr(module, 'REPORT'):
+    commands.append(_command(module.REPORT))
+    files += REPORT_FILES
+  return Job(f'study_{name}', tuple(commands), {f: f for f in files}, minutes=minutes,
+             quick=quick, resumes=True)
 
 
 def _study_row(swept: list[str], values: tuple):

@@ -71,7 +71,7 @@ def run_command(command: list[str], cwd: str, log_path: str, cpus: int) -> dict:
       raise
   proc.returncode = os.waitstatus_to_exitcode(status)
   return dict(returncode=proc.returncode, wall_s=time.time() - began,
-              cpu_s=usage.ru_utime + usage.ru_stime, host=socket.gethostname(),
+              usage=usage, host=socket.gethostname(),
               gpus=[str(g) for g in ray.get_gpu_ids()])
 
 
@@ -160,7 +160,7 @@ def run_points(points: list[Point], address: str | None, parallel: int = 0,
                           f'{line}'.strip(), launcher='ray')
           continue
         outcomes.finish(point, out['returncode'], out['wall_s'], launcher='ray',
-                        host=out['host'], gpus=out['gpus'], cpu_s=round(out['cpu_s'], 1))
+                        host=out['host'], gpus=out['gpus'], **outcomes.usage(out['usage']))
   except KeyboardInterrupt:
     for ref in running:
       ray.cancel(ref)

@@ -81,14 +81,14 @@ def start(point: Point, cpus: list[int], gpus: list[str] | None,
   return proc, log
 
 
-def exit_and_cpu(proc: subprocess.Popen) -> tuple[int, float] | None:
-  """(exit status, CPU seconds: user + system) of a run that has ended, else None; the
-  CPU time is the run's own, whatever else this machine runs."""
+def exit_and_usage(proc: subprocess.Popen) -> tuple[int, dict] | None:
+  """(exit status, usage) of a run that has ended, else None; the usage is the run's own,
+  whatever else this machine runs (outcomes.usage)."""
   pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
   if pid == 0:
     return None
   proc.returncode = os.waitstatus_to_exitcode(status)
-  return proc.returncode, usage.ru_utime + usage.ru_stime
+  return proc.returncode, outcomes.usage(usage)
 
 
 def concurrency(parallel: int, cpus_per_point: int, gpus_per_point: int, points: int) -> int:
@@ -123,7 +123,7 @@ def run_points(points: list[Point], parallel: int, cpus_per_point: int = 0,
         running[proc] = (point, devices, log, time.time())
       time.sleep(0.2)
       for proc in list(running):
-        ended = exit_and_cpu(proc)
+        ended = exit_and_usage(proc)
         if ended is None:
           continue
         point, devices, log, began = running.pop(proc)
@@ -131,7 +131,7 @@ def run_points(points: list[Point], parallel: int, cpus_per_point: int = 0,
         free.append(devices)
         cpus, point_gpus = devices
         outcomes.finish(point, ended[0], time.time() - began, launcher='local', host=host,
-                        cpus=cpus, gpus=point_gpus, cpu_s=round(ended[1], 1))
+                        cpus=cpus, gpus=point_gpus, **ended[1])
   finally:
     # Ctrl-C reaches the runs too (one process group) and train.py checkpoints before it
     # exits: wait for that, so the sweep ends after its runs do.

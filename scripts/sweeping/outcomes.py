@@ -19,6 +19,13 @@ def log_path(point: Point) -> str:
   return os.path.join(point.workdir, LOG)
 
 
+def usage(rusage) -> dict:
+  """What sweep.json keeps of a finished run's resource usage (os.wait4's): its CPU
+  seconds, user + system, and its peak resident memory (ru_maxrss, KiB on Linux)."""
+  return {'cpu_s': round(rusage.ru_utime + rusage.ru_stime, 1),
+          'peak_rss_mib': round(rusage.ru_maxrss / 1024)}
+
+
 def to_run(points: list[Point], announce: bool = True) -> list[Point]:
   """The points not done yet, in order; says which are skipped."""
   todo = []
@@ -42,7 +49,7 @@ def last_line(path: str) -> str:
 def finish(point: Point, returncode: int, wall_s: float, error: str = '', **where) -> dict:
   """Writes DIR/<point>/sweep.json for this attempt and prints one line about it. `error`
   is the launcher's own (a lost node), else the log's last line when the run failed;
-  `where` says where it ran (launcher, host, cpus, gpus)."""
+  `where` says where it ran (launcher, host, cpus, gpus) and what it used (usage())."""
   done = not error and returncode == 0 and is_done(point)
   if not done and not error:
     error = ((last_line(log_path(point)) or f'exit status {returncode}') if returncode else

@@ -160,9 +160,22 @@ def check_point(config_args: list[str]) -> None:
     raise UserError(cli.explain_config_error(argv, e)) from None
 
 
+# A point's key that is not a config field: the config string after the file's ':'
+# ('task=recall,length=1024'), for what only the string sets (a task's length).
+CONFIG_STRING = 'config'
+
+
+def point_config(spec: str, overrides: dict) -> str:
+  """The --config of a point: the sweep's, or its file with the point's config string."""
+  if CONFIG_STRING not in overrides:
+    return spec
+  return f'{spec.partition(":")[0]}:{overrides[CONFIG_STRING]}'
+
+
 def make_points(workdir: str, config_flag, swept: list[dict]) -> list[Point]:
   """Every point, checked, with its train.py command: the base config of `config_flag`
-  (the sweep's --config, parsed by absl), its fixed --config.X flags, then the swept values."""
+  (the sweep's --config, parsed by absl; a point's `config` key replaces its string), its
+  fixed --config.X flags, then the swept values."""
   spec = config_flags.get_config_filename(config_flag)
   fixed = config_flags.get_override_values(config_flag)
   fixed_args = [f'--config.{k}={flag_text(v)}' for k, v in fixed.items()]
@@ -171,8 +184,9 @@ def make_points(workdir: str, config_flag, swept: list[dict]) -> list[Point]:
     both = sorted(fixed.keys() & overrides.keys())
     if both:
       raise UserError(f'--config.{both[0]} is both fixed and swept; give it in one place')
-    config_args = [f'--config={spec}', *fixed_args,
-                   *(f'--config.{k}={flag_text(v)}' for k, v in overrides.items())]
+    fields = {k: v for k, v in overrides.items() if k != CONFIG_STRING}
+    config_args = [f'--config={point_config(spec, overrides)}', *fixed_args,
+                   *(f'--config.{k}={flag_text(v)}' for k, v in fields.items())]
     check_point(config_args)
     name = point_name(overrides)
     if name in names:

@@ -20,7 +20,8 @@ METRICS = (('val_bleu', 'validation', 'bleu'), ('val_exact_match', 'validation',
            ('val_perplexity', 'validation', 'perplexity'), ('test_bleu', 'test', 'bleu'),
            ('test_exact_match', 'test', 'exact_match'))
 METRIC_NAMES = tuple(column for column, _, _ in METRICS)
-RESULT_COLUMNS = (*METRIC_NAMES, 'params', 'train_ms_per_step', 'wall_s', 'status', 'error')
+RESULT_COLUMNS = (*METRIC_NAMES, 'params', 'train_ms_per_step', 'peak_rss_mib', 'wall_s',
+                  'status', 'error')
 SEED_KEY = 'seed'   # config.seed; points that differ only in it are repeats of one setting
 
 
@@ -118,7 +119,8 @@ def result_row(point: Point, bins: list[tuple[int, int]] = ()) -> dict:
     row.update(exact_match_by_length(point.workdir, bins))
   done = is_done(point)
   row.update(params=param_count(point.workdir), train_ms_per_step=median_ms_per_step(point.workdir),
-             wall_s=info.get('wall_s'), status='done' if done else 'failed',
+             peak_rss_mib=info.get('peak_rss_mib'), wall_s=info.get('wall_s'),
+             status='done' if done else 'failed',
              error='' if done else info.get('error', ''))
   return row
 
