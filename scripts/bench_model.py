@@ -123,6 +123,8 @@ def check_flags(config) -> dict[str, tuple[int, int]]:
   fed.data.max_length = max(_LENGTH.value, _DECODE_LENGTH.value, _TARGET_LENGTH.value,
                            *map(int, _LENGTHS.value))
   config_check.validate(fed)
+  if _LENGTHS.value:
+    cli.check_creatable(_OUT_DIR.value, '--out_dir')
   unknown = [k for k in _KERNELS.value if k not in kernels.names()]
   if unknown:
     raise UserError(f'--kernels: unknown kernel {unknown[0]!r}; allowed: '
