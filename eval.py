@@ -3,9 +3,16 @@
   python eval.py --workdir=DIR [--split=test] [--checkpoint=latest|best|STEP] [--beam_size=K]
   python eval.py --workdir=DIR --input=FILE --output=FILE
   python eval.py --workdir=DIR --plot_attention=N
+  python eval.py --workdir=DIR --alignment            # cross-attention against the gold
+  python eval.py --workdir=DIR --head_importance      # ablation and gradient, per head
+  python eval.py --workdir=DIR --prune_heads=0.25 [--prune_method=gradient] [--quantize=int8]
 
 Scores go to DIR/eval/<split>.json (bleu, chrf, exact_match, token_accuracy in percent,
-step, sacrebleu signatures) and predictions to DIR/eval/<split>.tsv.
+step, sacrebleu signatures) and predictions to DIR/eval/<split>.tsv. A smaller model
+(--prune_heads, --quantize) is scored into DIR/eval/<split>_pruned-K-METHOD_int8.json
+with its parameter counts and bytes; --alignment writes eval/alignment_<split>.json and
+--head_importance eval/head_importance_<split>.json, each with PNG grids beside it
+(docs/interpretability.md).
 """
 
 import os
@@ -28,11 +35,24 @@ _INPUT = flags.DEFINE_string('input', None, 'Translate this text file, one sente
 _OUTPUT = flags.DEFINE_string('output', None, 'With --input: where the translations go.')
 _PLOT = flags.DEFINE_integer('plot_attention', 0,
                              'Write attention heat maps of the first N examples of --split.')
+_ALIGNMENT = flags.DEFINE_bool('alignment', False,
+                               'Score cross-attention alignments against the gold ones (lang).')
+_IMPORTANCE = flags.DEFINE_bool('head_importance', False,
+                                'Measure every head\'s importance (ablation and gradient).')
+_PRUNE = flags.DEFINE_string('prune_heads', None,
+                             'Prune this many heads (K) or this fraction of them, then score.')
+_PRUNE_METHOD = flags.DEFINE_enum('prune_method', 'gradient', ['gradient', 'ablation', 'random'],
+                                  'Order of pruning: least important first, or random.')
+_QUANTIZE = flags.DEFINE_enum('quantize', None, ['int8', 'bf16'],
+                              'Score with int8 weights (per output channel) or in bfloat16.')
+_IMPORTANCE_EXAMPLES = flags.DEFINE_integer(
+    'importance_examples', 500, 'Validation examples that head importance is measured on '
+    '(for pruning: never the scored split).')
 _EXAMPLES = flags.DEFINE_integer('show', 3, 'Examples to print.')
 _CACHE = flags.DEFINE_string('compilation_cache', None, "JAX compilation cache ('off' disables).")
 flags.mark_flag_as_required('workdir')
 cli.validate(_BEAM, lambda v: None if v is None or v >= 1 else f'must be an integer >= 1, got {v}')
-for _holder in (_PLOT, _NUM):
+for _holder in (_PLOT, _NUM, _IMPORTANCE_EXAMPLES):
   cli.validate(_holder, lambda v: None if v >= 0 else f'must be an integer >= 0, got {v}')
 
 
@@ -58,10 +78,31 @@ def checkpoint_arg(value: str):
   raise UserError(f"--checkpoint={value!r}: allowed: latest, best, or a step number")
 
 
+def prune_arg(value):
+  """--prune_heads as given, once it reads as a count or a fraction."""
+  if value is None:
+    return None
+  try:
+    number = float(value)
+  except ValueError:
+    number = -1.0
+  if not (0 < number < 1 or (number >= 1 and number == int(number))):
+    raise UserError(f'--prune_heads={value!r}: a number of heads (an integer >= 1) or a '
+                    'fraction in (0, 1)')
+  return value
+
+
 def main():
   workdir = _WORKDIR.value
   if bool(_INPUT.value) != bool(_OUTPUT.value):
     raise UserError('--input and --output go together: give both')
+  modes = [name for name, on in (('--input', _INPUT.value), ('--plot_attention', _PLOT.value),
+                                 ('--alignment', _ALIGNMENT.value),
+                                 ('--head_importance', _IMPORTANCE.value)) if on]
+  if len(modes) > 1 or (modes and (_PRUNE.value or _QUANTIZE.value)):
+    raise UserError(f'{", ".join(modes + [f for f, v in (("--prune_heads", _PRUNE.value), ("--quantize", _QUANTIZE.value)) if v])}: '
+                    'one at a time (--prune_heads and --quantize go together)')
+  prune = prune_arg(_PRUNE.value)
   which = checkpoint_arg(_CHECKPOINT.value)
   if _OUTPUT.value:   # before the minutes of translating, not after
     directory = os.path.dirname(os.path.abspath(_OUTPUT.value))
@@ -100,6 +141,12 @@ def main():
   if _SPLIT.value not in data.sources:
     raise UserError(f'--split={_SPLIT.value!r}: allowed: {", ".join(sorted(data.sources))}')
   pairs = data.texts(_SPLIT.value, _NUM.value)
+  if _ALIGNMENT.value or _IMPORTANCE.value:
+    write_interpretation(run, data, pairs)
+    return
+  if prune or _QUANTIZE.value:
+    score_smaller(run, data, pairs, prune)
+    return
   if _PLOT.value:
     paths = plot_attention(run, pairs[:_PLOT.value],
                            os.path.join(workdir, 'eval', 'attention', _SPLIT.value))
@@ -115,6 +162,84 @@ def main():
   print(evaluator_lib.summary_line(_SPLIT.value, step, metrics))
   for name, sig in signatures.items():
     print(f'{name} signature: {sig}')
+  print(f'wrote {path}')
+
+
+def write_interpretation(run, data, pairs):
+  """--alignment or --head_importance on --split: a JSON and PNG grids in DIR/eval/."""
+  import json
+  from attention.interpret import measure, plots
+  out_dir = os.path.join(_WORKDIR.value, 'eval')
+  os.makedirs(out_dir, exist_ok=True)
+  if _ALIGNMENT.value:
+    if not data.has_alignment:
+      raise UserError(f'--alignment: task={run.config.task!r} has no gold word alignment '
+                      '(only lang has one)')
+    gold = data.alignments(_SPLIT.value, _NUM.value)
+    try:
+      record = measure.alignment_scores(run.model, run.config, run.tokenizer, pairs, gold)
+    except ValueError as e:
+      raise UserError(f'--alignment: {e}') from None
+    name = f'alignment_{_SPLIT.value}'
+    for query, r in record.items():
+      plots.grid(r['aer'], r['layers'], f'AER (%) per cross-attention head, query={query}',
+                 os.path.join(out_dir, f'{name}_{query}.png'))
+      best = r['best']
+      print(f'{query}: best head {best["layer"]} #{best["head"]}: AER {best["aer"]:.1f}%, '
+            f'accuracy {best["accuracy"]:.1f}%; all heads averaged: AER '
+            f'{r["all_mean"]["aer"]:.1f}%')
+  else:
+    record = measure.head_importance(run.model, measure.batches(run.config, run.tokenizer, pairs))
+    name = f'head_importance_{_SPLIT.value}'
+    for kind in ('encoder/', 'decoder/'):
+      for attn in ('self_attention', 'cross_attention'):
+        rows, values = measure.grid_of({k: v for k, v in record['ablation'].items()
+                                        if k.startswith(kind)}, attn)
+        if len(rows):
+          plots.grid(values, rows, f'loss rise when the head is removed ({kind}{attn})',
+                     os.path.join(out_dir, f'{name}_{kind[:-1]}_{attn}.png'), fmt='{:.2f}',
+                     cmap='viridis')
+    print(f'base loss {record["base_loss"]:.4f}; most important head by ablation: '
+          + max(((k, h, v) for k, vs in record['ablation'].items() for h, v in enumerate(vs)),
+                key=lambda t: t[2]).__repr__())
+  record.update(split=_SPLIT.value, step=run.step, num_examples=len(pairs))
+  path = os.path.join(out_dir, f'{name}.json')
+  with open(path + '.tmp', 'w') as f:
+    json.dump(record, f, indent=1)
+  os.replace(path + '.tmp', path)
+  print(f'wrote {path}')
+
+
+def score_smaller(run, data, pairs, prune):
+  """--prune_heads and/or --quantize: the smaller model scored on --split."""
+  from attention.evaluation import evaluator as evaluator_lib
+  from attention.interpret import measure
+  from attention.models import split_model
+  importance = None
+  if prune and _PRUNE_METHOD.value != 'random':
+    if 'validation' not in data.sources:
+      raise UserError('--prune_heads: importance is measured on the validation split, '
+                      'which this dataset does not have')
+    importance = measure.batches(run.config, run.tokenizer,
+                                 data.texts('validation', _IMPORTANCE_EXAMPLES.value))
+  try:
+    model, info = measure.smaller(run.model, prune=prune, method=_PRUNE_METHOD.value,
+                                  importance_batches=importance, quantize_to=_QUANTIZE.value,
+                                  seed=run.config.seed)
+  except ValueError as e:
+    raise UserError(f'--prune_heads={prune}: {e}') from None
+  graphdef, params, rest = split_model(model)
+  evaluator = evaluator_lib.Evaluator.from_config(run.config, graphdef, rest, run.tokenizer,
+                                                  beam_size=_BEAM.value)
+  metrics, rows, signatures = evaluator.evaluate(params, pairs)
+  name = measure.variant_name(_SPLIT.value, prune, _PRUNE_METHOD.value, _QUANTIZE.value)
+  path = evaluator_lib.write_results(
+      _WORKDIR.value, name, run.step, metrics, rows, signatures,
+      extra={'checkpoint': _CHECKPOINT.value, 'beam_size': evaluator.beam_size, **info})
+  print(f'{info["heads_kept"]}/{info["heads"]} heads, '
+        f'{info["attention_parameters_kept"]:,}/{info["attention_parameters"]:,} attention '
+        f'parameters, {info["bytes"]:,} bytes ({info["bytes_ratio"]:.2f}x fewer than float32)')
+  print(evaluator_lib.summary_line(name, run.step, metrics))
   print(f'wrote {path}')
 
 

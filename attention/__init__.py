@@ -37,7 +37,8 @@ _PUBLIC = {
     'presets': ('attention.models.presets', None),
     'Transformer': ('attention.models.transformer', 'Transformer'),
     'LSTMSeq2Seq': ('attention.models.rnn', 'LSTMSeq2Seq'),
-    'attention_maps': ('attention.models.interpret', 'attention_maps'),
+    'attention_maps': ('attention.interpret.maps', 'attention_maps'),
+    'interpret': ('attention.interpret', None),
     'load_run': ('attention.training.trained', 'load_run'),
     'Run': ('attention.training.trained', 'Run'),
 }

@@ -89,7 +89,7 @@ def test_import_attention_loads_no_tooling():
   """`import attention` loads the package alone; the library below the entry points
   (training, evaluation) never loads the benchmark tooling or the CLI helpers."""
   code = ('import sys, attention; base = sorted(m for m in sys.modules if m.startswith("attention"));'
-          'import attention.training.trainer, attention.evaluation.evaluator, attention.models.interpret;'
+          'import attention.training.trainer, attention.evaluation.evaluator, attention.interpret.maps;'
           'print(base); print(sorted(m for m in sys.modules if m.startswith("attention.")))')
   out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                        cwd=e2e.ROOT, timeout=300)

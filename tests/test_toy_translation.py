@@ -32,14 +32,19 @@ def test_prepares_and_reads_back_without_tensorflow(tmp_path):
       first = builder.as_data_source(split='train')[0]
       print(sizes['train'], sizes['validation'], sizes['test'], sizes['test_long'])
       print(sorted(first), type(first['source']).__name__)
+      # The gold alignment reads back: one source index per target word, a permutation.
+      print(sorted(first['alignment'].tolist()) == list(range(len(first['source'].split())))
+            == list(range(len(first['target'].split()))))
       print('tensorflow' in sys.modules)
   """)
   out = subprocess.run([sys.executable, '-c', script], cwd=ROOT, capture_output=True, text=True,
                        env=dict(os.environ, PYTHONPATH=ROOT), timeout=300)
   assert out.returncode == 0, out.stderr[-2000:]
-  sizes, keys, tf_loaded = out.stdout.strip().splitlines()[-3:]
+  sizes, keys, aligned, tf_loaded = out.stdout.strip().splitlines()[-4:]
   assert sizes.split() == ['300', '30', '30', '30']
-  assert keys == "['source', 'target'] bytes"
+  assert keys == "['alignment', 'source', 'target'] bytes"
+  assert aligned == 'True'
+
   assert tf_loaded == 'False'
   # Prepared once: a second builder finds the data and reuses it.
   assert list((tmp_path / 'toy_translation' / 'lang_small').iterdir())
@@ -100,6 +105,54 @@ def test_lang_needs_reordering_and_context():
   src_words = {w for s, _ in test for w in s.split()}
   tgt_words = {w for _, t in test for w in t.split()}
   assert src_words & tgt_words == {'.'}
+
+
+def np_(noun, number='singular', determiner='the', adjectives=(), pp=None):
+  return grammar.NounPhrase(noun, number, determiner, list(adjectives), pp)
+
+
+# Hand-checked: source, then for each target word the source word it translates.
+HAND_CHECKED = [
+    ([grammar.Clause(np_('cat', adjectives=['big']), 'see', np_('dog', 'plural', 'some', ['old']),
+                     None)], [],
+     'the big cat sees some old dogs .', ['cat', 'big', 'the', 'dogs', 'old', 'some', 'sees', '.']),
+    ([grammar.Clause(np_('cat', pp=('on', np_('table', determiner='a'))), 'see',
+                     np_('dog', determiner='a'), None)], [],
+     'the cat on a table sees a dog .',
+     ['table', 'a', 'on', 'cat', 'the', 'dog', 'a', 'sees', '.']),
+    ([grammar.Clause(np_('cat'), 'see', np_('dog', determiner='a'), 'quickly'),
+      grammar.Clause(np_('bird', 'plural', 'some'), 'follow', np_('king'), None)], ['and'],
+     'the cat sees a dog quickly and some birds follow the king .',
+     ['cat', 'the', 'dog', 'a', 'quickly', 'sees', 'and', 'birds', 'some', 'king', 'the',
+      'follow', '.']),
+]
+
+
+@pytest.mark.parametrize('case', range(len(HAND_CHECKED)))
+def test_gold_alignment_of_hand_checked_sentences(case):
+  clauses, conjunctions, want_source, want_aligned = HAND_CHECKED[case]
+  lexicon = grammar.Lexicon.generate(0)
+  g = grammar.Grammar(lexicon)
+  source, target, alignment = g.sentence(clauses, conjunctions)
+  assert source == want_source
+  words = source.split()
+  assert [words[i] for i in alignment] == want_aligned
+  # The target word at each position is the translation of its aligned source word.
+  inverse = {v: k for k, v in lexicon.noun.items()}
+  for tgt_word, i in zip(target.split(), alignment):
+    if words[i].rstrip('s') in lexicon.noun:
+      assert inverse[tgt_word.removesuffix(grammar.NOUN_PLURAL)] == words[i].rstrip('s')
+
+
+def test_gold_alignment_is_a_permutation_and_sampling_is_unchanged():
+  """aligned_pair draws exactly what pair draws (the sentences of prepared data do not
+  change), and its alignment is a permutation of the words on both sides."""
+  g = grammar.Grammar(grammar.Lexicon.generate(0), max_clauses=4, max_pp_depth=2)
+  a, b = np.random.default_rng(1), np.random.default_rng(1)
+  for _ in range(200):
+    source, target, alignment = g.aligned_pair(a)
+    assert g.pair(b) == (source, target)
+    assert sorted(alignment) == list(range(len(source.split()))) == list(range(len(target.split())))
 
 
 def test_verb_agrees_with_a_gender_the_source_does_not_show():

@@ -16,6 +16,11 @@ breaks:
 
   the big cat sees some old dogs .  ->  mavo zuren le bidai kelinu nuse fexali .
 
+Every target word translates exactly one source word (agreement is a suffix of the word
+it agrees with, and every determiner, preposition and conjunction has its target word),
+so the grammar knows the true word alignment: `aligned_pair` returns, for each target
+word, the index of its source word. The alignment is a permutation of the words.
+
 Everything is determined by the seed: the lexicon (target words are generated
 pronounceable strings) and every sentence.
 """
@@ -114,13 +119,20 @@ class NounPhrase:
     return words
 
   def target(self, lex: Lexicon) -> list:
+    return [word for word, _ in self.aligned_target(lex)]
+
+  def aligned_target(self, lex: Lexicon) -> list[tuple[str, int]]:
+    """(target word, index in source() of the word it translates), in target order."""
     agree = AGREEMENT[(lex.gender[self.noun], self.number)]
+    noun_at = 1 + len(self.adjectives)   # source: determiner, adjectives, noun, pp
     words = []
     if self.pp is not None:
-      words += [*self.pp[1].target(lex), lex.postposition[self.pp[0]]]
-    words.append(lex.noun[self.noun] + (NOUN_PLURAL if self.number == 'plural' else ''))
-    words += [lex.adjective[a] + agree for a in self.adjectives]
-    words.append(lex.determiner[self.determiner] + agree)
+      words += [(w, noun_at + 2 + i) for w, i in self.pp[1].aligned_target(lex)]
+      words.append((lex.postposition[self.pp[0]], noun_at + 1))
+    words.append((lex.noun[self.noun] + (NOUN_PLURAL if self.number == 'plural' else ''),
+                  noun_at))
+    words += [(lex.adjective[a] + agree, 1 + i) for i, a in enumerate(self.adjectives)]
+    words.append((lex.determiner[self.determiner] + agree, 0))
     return words
 
   def __len__(self):
@@ -140,9 +152,17 @@ class Clause:
             *([self.adverb] if self.adverb else [])]
 
   def target(self, lex: Lexicon) -> list:
+    return [word for word, _ in self.aligned_target(lex)]
+
+  def aligned_target(self, lex: Lexicon) -> list[tuple[str, int]]:
+    """(target word, index in source() of the word it translates), in target order."""
     agree = VERB_AGREEMENT[(lex.gender[self.subject.noun], self.subject.number)]
-    return [*self.subject.target(lex), *self.obj.target(lex),
-            *([lex.adverb[self.adverb]] if self.adverb else []), lex.verb[self.verb] + agree]
+    verb_at = len(self.subject)           # source: subject, verb, object, adverb
+    obj_at = verb_at + 1
+    return [*self.subject.aligned_target(lex),
+            *[(w, obj_at + i) for w, i in self.obj.aligned_target(lex)],
+            *([(lex.adverb[self.adverb], obj_at + len(self.obj))] if self.adverb else []),
+            (lex.verb[self.verb] + agree, verb_at)]
 
 
 class Grammar:
@@ -170,13 +190,28 @@ class Grammar:
     return Clause(self.noun_phrase(rng), str(rng.choice(VERBS)), self.noun_phrase(rng), adverb)
 
   def pair(self, rng) -> tuple[str, str]:
+    source, target, _ = self.aligned_pair(rng)
+    return source, target
+
+  def aligned_pair(self, rng) -> tuple[str, str, list[int]]:
+    """(source, target, alignment): alignment[j] is the index of the source word that
+    target word j translates (words split on spaces, the final '.' included)."""
     clauses = [self.clause(rng) for _ in range(int(rng.integers(1, self.max_clauses + 1)))]
     conjunctions = [str(rng.choice(CONJUNCTIONS)) for _ in clauses[1:]]
-    src, tgt = list(clauses[0].source()), list(clauses[0].target(self.lex))
-    for conj, clause in zip(conjunctions, clauses[1:]):
-      src += [conj, *clause.source()]
-      tgt += [self.lex.conjunction[conj], *clause.target(self.lex)]
-    return ' '.join(src + ['.']), ' '.join(tgt + ['.'])
+    return self.sentence(clauses, conjunctions)
+
+  def sentence(self, clauses: list[Clause], conjunctions: list[str]):
+    """(source, target, alignment) of clauses joined by conjunctions (one fewer)."""
+    src, tgt = [], []
+    for conj, clause in zip([None, *conjunctions], clauses):
+      if conj is not None:
+        tgt.append((self.lex.conjunction[conj], len(src)))
+        src.append(conj)
+      tgt += [(w, len(src) + i) for w, i in clause.aligned_target(self.lex)]
+      src += clause.source()
+    tgt.append(('.', len(src)))
+    src.append('.')
+    return ' '.join(src), ' '.join(w for w, _ in tgt), [i for _, i in tgt]
 
 
 def word_by_word(source: str, lexicon: Lexicon) -> str:

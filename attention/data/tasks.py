@@ -19,6 +19,7 @@ import os
 import re
 from typing import Any
 
+import numpy as np
 import tensorflow_datasets as tfds
 
 from attention import UserError
@@ -49,12 +50,29 @@ class TaskData:
 
   def texts(self, split: str, limit: int = 0):
     """(source, target) strings of the first `limit` (0 = all) examples."""
+    return [(_text(r[self.source_key]), _text(r[self.target_key]))
+            for r in self._records(split, limit)]
+
+  @property
+  def has_alignment(self) -> bool:
+    """Whether the examples carry a gold word alignment (the `lang` task)."""
+    source = next(iter(self.sources.values()))
+    return 'alignment' in getattr(getattr(source, 'dataset_info', None), 'features', {})
+
+  def alignments(self, split: str, limit: int = 0) -> list[np.ndarray]:
+    """The gold alignment of the first `limit` (0 = all) examples: for each target word,
+    the index of the source word it translates (toy_translation's `alignment`)."""
+    if not self.has_alignment:
+      raise UserError(f'task={self.name!r}: its examples have no gold word alignment '
+                      '(only lang has one)')
+    return [np.asarray(r['alignment'], np.int64) for r in self._records(split, limit)]
+
+  def _records(self, split: str, limit: int):
     source = self.sources[split]
     indices = list(range(min(len(source), limit) if limit else len(source)))
     # One batched read, not a read per record: TFDS data sources pay per call.
-    records = (source.__getitems__(indices) if hasattr(source, '__getitems__')
-               else [source[i] for i in indices])
-    return [(_text(r[self.source_key]), _text(r[self.target_key])) for r in records]
+    return (source.__getitems__(indices) if hasattr(source, '__getitems__')
+            else [source[i] for i in indices])
 
 
 def _text(value) -> str:

@@ -15,6 +15,11 @@ source length L in tokens, named TASK_L (`listops_1024`, `recall_256`, `selectiv
 tokens, test_long of 1.5 L to 2 L. Splits: train, validation, test, and test_long with
 examples longer than any in train. Splits never share a source sentence. Nothing is
 downloaded; generation is deterministic from the config's seed.
+
+`lang` examples also hold `alignment` (int32 [target words]): the index of the source
+word each target word translates, from the grammar (words split on spaces, the final
+'.' included), the gold standard that attention's alignments are scored against
+(attention.interpret.alignment).
 """
 
 from __future__ import annotations
@@ -43,10 +48,17 @@ class ToyTranslationConfig(tfds.core.BuilderConfig):
   long_max_length: int = 45
 
 
+# `lang` has its own version: its examples gained the alignment feature (same sentences),
+# and the other configs' prepared data stay valid.
+LANG_VERSION = '1.1.0'
+LANG_RELEASE_NOTES = {'1.0.0': 'Source and target text.',
+                      '1.1.0': 'The gold word alignment of every example (`alignment`).'}
+
 BUILDER_CONFIGS = [
     ToyTranslationConfig(
         name='lang', task='lang', description='English-like source, verb-final target with agreement.',
-        min_length=3, max_length=30, long_min_length=31, long_max_length=45),
+        min_length=3, max_length=30, long_min_length=31, long_max_length=45,
+        version=LANG_VERSION, release_notes=LANG_RELEASE_NOTES),
     *[ToyTranslationConfig(name=task, task=task, description=f'Algorithmic task: {task}.', min_length=1,
                            max_length=40, long_min_length=41, long_max_length=60)
       for task in ('copy', 'reverse', 'sort')],
@@ -96,11 +108,15 @@ def is_task(name: str) -> bool:
     return False
 
 
-def text_pair_info(builder: tfds.core.GeneratorBasedBuilder, description: str):
-  """DatasetInfo of a translation dataset of {'source', 'target'} text pairs."""
+def text_pair_info(builder: tfds.core.GeneratorBasedBuilder, description: str, *,
+                   alignment: bool = False):
+  """DatasetInfo of a translation dataset of {'source', 'target'} text pairs (and with
+  `alignment`, the gold word alignment of each pair)."""
+  features = {'source': tfds.features.Text(), 'target': tfds.features.Text()}
+  if alignment:
+    features['alignment'] = tfds.features.Tensor(shape=(None,), dtype=np.int32)
   return builder.dataset_info_from_configs(
-      features=tfds.features.FeaturesDict({'source': tfds.features.Text(),
-                                           'target': tfds.features.Text()}),
+      features=tfds.features.FeaturesDict(features),
       supervised_keys=('source', 'target'),
       description=description)
 
@@ -115,20 +131,27 @@ class ToyTranslation(tfds.core.GeneratorBasedBuilder):
   BUILDER_CONFIGS = BUILDER_CONFIGS
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return text_pair_info(self, __doc__)
+    return text_pair_info(self, __doc__, alignment=self.builder_config.task == 'lang')
 
   def _split_generators(self, dl_manager):
     del dl_manager  # nothing to download
-    pairs = generate_splits(self.builder_config)
-    return {split: self._generate_examples(pairs[split]) for split in SPLITS}
+    examples = generate_examples(self.builder_config)
+    return {split: self._generate_examples(examples[split]) for split in SPLITS}
 
-  def _generate_examples(self, pairs):
-    for i, (source, target) in enumerate(pairs):
-      yield i, {'source': source, 'target': target}
+  def _generate_examples(self, examples):
+    for i, example in enumerate(examples):
+      yield i, example
 
 
 def generate_splits(cfg: ToyTranslationConfig) -> dict[str, list[tuple[str, str]]]:
-  """All four splits, deterministic from cfg.seed; no source sentence appears twice."""
+  """All four splits as (source, target) pairs (see generate_examples)."""
+  return {split: [(e['source'], e['target']) for e in examples]
+          for split, examples in generate_examples(cfg).items()}
+
+
+def generate_examples(cfg: ToyTranslationConfig) -> dict[str, list[dict]]:
+  """All four splits as the builder's examples, deterministic from cfg.seed; no source
+  sentence appears twice."""
   seen: set[bytes] = set()   # digests: long-range splits hold gigabytes of text
   sampler = _sampler(cfg)
   rng = np.random.default_rng([cfg.seed, 0x5EED])
@@ -136,11 +159,11 @@ def generate_splits(cfg: ToyTranslationConfig) -> dict[str, list[tuple[str, str]
   def draw(count, lo, hi):
     out = []
     while len(out) < count:
-      source, target = sampler(rng, lo, hi)
-      digest = hashlib.blake2b(source.encode(), digest_size=16).digest()
+      example = sampler(rng, lo, hi)
+      digest = hashlib.blake2b(example['source'].encode(), digest_size=16).digest()
       if digest not in seen:
         seen.add(digest)
-        out.append((source, target))
+        out.append(example)
     return out
 
   # Evaluation splits first, so that the training set is what is left after them.
@@ -152,7 +175,7 @@ def generate_splits(cfg: ToyTranslationConfig) -> dict[str, list[tuple[str, str]
 
 
 def _sampler(cfg: ToyTranslationConfig):
-  """(rng, min_length, max_length) -> (source, target) with length in [min, max]."""
+  """(rng, min_length, max_length) -> an example with length in [min, max]."""
   if cfg.task == 'lang':
     lexicon = grammar.Lexicon.generate(cfg.seed)
     short = grammar.Grammar(lexicon, max_clauses=2)
@@ -161,15 +184,17 @@ def _sampler(cfg: ToyTranslationConfig):
     def sample(rng, lo, hi):
       g = short if hi <= cfg.max_length else long
       while True:
-        source, target = g.pair(rng)
+        source, target, alignment = g.aligned_pair(rng)
         # Lengths count words, the final '.' excluded.
         if lo <= len(source.split()) - 1 <= hi:
-          return source, target
+          return {'source': source, 'target': target,
+                  'alignment': np.asarray(alignment, np.int32)}
     return sample
 
   generate = long_range.sample_pair if cfg.task in long_range.TASKS else algorithmic.sample_pair
 
   def sample(rng, lo, hi):
-    return generate(cfg.task, rng, int(rng.integers(lo, hi + 1)))
+    source, target = generate(cfg.task, rng, int(rng.integers(lo, hi + 1)))
+    return {'source': source, 'target': target}
   return sample
 

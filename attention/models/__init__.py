@@ -6,7 +6,6 @@
   transformer.py  the encoder-decoder Transformer
   rnn.py          the LSTM encoder-decoder baseline, with or without attention
   decoding.py     greedy, sampling and beam search over any model's decode cache
-  interpret.py    attention maps of a trained model
 """
 
 from __future__ import annotations

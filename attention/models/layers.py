@@ -93,8 +93,17 @@ class MultiHeadAttention(nnx.Module):
     self.alibi_slopes = (nnx.Variable(positional.alibi_slopes(num_heads))
                          if positional_scheme == 'alibi' else None)
     self.rngs = rngs
-    # Set by attention.models.interpret.attention_maps: __call__ then sows its weights.
+    # Set by attention.interpret.maps.attention_maps: __call__ then sows its weights.
     self.record_weights = False
+    # Per-head output gates [N], set by attention.interpret.heads: a head multiplied by 0
+    # is removed (ablation), and the loss's gradient by each gate is its importance.
+    self.head_gate = nnx.data(None) if hasattr(nnx, 'data') else None
+
+  def _output(self, out_BTNV):
+    """W_O of the heads' outputs, each scaled by its gate when there are gates."""
+    if self.head_gate is not None:
+      out_BTNV = out_BTNV * self.head_gate[...][:, None].astype(out_BTNV.dtype)
+    return self.out(out_BTNV.astype(self.dtype))
 
   def _project(self, proj, norm, x_BTD, positions_BT):
     """[B, T, heads, H]: projected, normalized and rotated as configured."""
@@ -124,7 +133,7 @@ class MultiHeadAttention(nnx.Module):
       kw['dropout_rate'] = rate
       kw['dropout_rng'] = self.rngs.dropout()
     out_BTNV = self.kernel_fn(q_BTNH, k_BSKH, v_BSKV, **kw)
-    return self.out(out_BTNV.astype(self.dtype))
+    return self._output(out_BTNV)
 
   def _step_position_terms(self, position, kv_len: int, is_causal: bool):
     """For a query at `position`: which cached times [T] it sees when the kernel limits
@@ -156,7 +165,7 @@ class MultiHeadAttention(nnx.Module):
     if bias is not None:
       kw['bias'] = bias[None, :, None, :]
     out_BQNV = fn(q_BQNH, k_BSKH, v_BSKV, **kw)
-    return self.out(out_BQNV.astype(self.dtype))
+    return self._output(out_BQNV)
 
   def attend_beam_step(self, q_R1NH, k_RTKH, v_RTKV, ancestry_BKT, *, position):
     """Causal self-attention step for R = B * K beam rows over a shared cache (see
@@ -168,7 +177,7 @@ class MultiHeadAttention(nnx.Module):
         split(q_R1NH[:, 0]), split(k_RTKH), split(v_RTKV), ancestry_BKT, position + 1,
         bias_NT=bias, mask_T=band,
         feature_map=self.kernel.feature_map)
-    return self.out(out.reshape(batch * beams, 1, *out.shape[2:]).astype(self.dtype))
+    return self._output(out.reshape(batch * beams, 1, *out.shape[2:]))
 
   def weights(self, q_BTNH, k_BSKH, attn_mask: AttentionMask):
     """Softmax attention weights [B, N, T, S] (float32) of projected queries and keys,

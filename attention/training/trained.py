@@ -18,7 +18,8 @@ import numpy as np
 from attention import UserError
 from attention.data import pipeline, tasks
 from attention.evaluation import evaluator as evaluator_lib
-from attention.models import interpret, merge_model
+from attention.interpret import maps as interpret_maps
+from attention.models import merge_model
 from attention.training import checkpointing, run_dir
 
 
@@ -60,7 +61,7 @@ class Run:
       target = self.translate([source], beam_size=1)[0]
     ex = pipeline.encode_pair(self.tokenizer, source, target,
                               max_source_length=self.config.data.max_length)
-    maps = interpret.attention_maps(self.model, ex['src'][None], ex['tgt_in'][None])
+    maps = interpret_maps.attention_maps(self.model, ex['src'][None], ex['tgt_in'][None])
     return {name: np.asarray(weights[0]) for name, weights in maps.items()}
 
 
