@@ -170,7 +170,6 @@ def write_interpretation(run, data, pairs):
   import json
   from attention.interpret import measure, plots
   out_dir = os.path.join(_WORKDIR.value, 'eval')
-  os.makedirs(out_dir, exist_ok=True)
   if _ALIGNMENT.value:
     if not data.has_alignment:
       raise UserError(f'--alignment: task={run.config.task!r} has no gold word alignment '
@@ -203,6 +202,7 @@ def write_interpretation(run, data, pairs):
           + max(((k, h, v) for k, vs in record['ablation'].items() for h, v in enumerate(vs)),
                 key=lambda t: t[2]).__repr__())
   record.update(split=_SPLIT.value, step=run.step, num_examples=len(pairs))
+  os.makedirs(out_dir, exist_ok=True)
   path = os.path.join(out_dir, f'{name}.json')
   with open(path + '.tmp', 'w') as f:
     json.dump(record, f, indent=1)

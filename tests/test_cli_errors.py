@@ -186,6 +186,17 @@ EVAL_CASES = [
     (['--workdir={run}', '--input={root}/x.txt', '--output=/dev/null/out.txt'], ['--output=/dev/null/out.txt', 'directory must exist']),
     (['--workdir={root}/damaged'], ['every checkpoint is damaged']),
     (['--workdir={root}/damaged', '--checkpoint=2'], ['damaged checkpoint']),
+    (['--workdir={run}', '--alignment'], ['--alignment', "task='copy'", 'only lang']),
+    (['--workdir={run}', '--prune_heads=1.5'], ['--prune_heads=', 'fraction in (0, 1)']),
+    (['--workdir={run}', '--prune_heads=0'], ['--prune_heads=', 'integer >= 1']),
+    (['--workdir={run}', '--prune_heads=99'], ['--prune_heads=99', 'at most 18 of the 24']),
+    (['--workdir={run}', '--prune_heads=2', '--head_importance'], ['--head_importance',
+                                                                   'one at a time']),
+    (['--workdir={run}', '--alignment', '--plot_attention=2'], ['--plot_attention, --alignment',
+                                                                'one at a time']),
+    (['--workdir={run}', '--quantize=int4'], ['--quantize', 'int8', 'bf16']),
+    (['--workdir={run}', '--prune_heads=2', '--prune_method=largest'], ['--prune_method', 'random']),
+    (['--workdir={run}', '--importance_examples=-1'], ['--importance_examples', '>= 0']),
 ]
 
 

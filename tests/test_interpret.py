@@ -288,3 +288,53 @@ def test_int8_and_bf16_models_stay_close_to_float32(tiny):
   leaves = jax.tree_util.tree_leaves(nnx.state(m, nnx.Param))
   assert {x.dtype for x in leaves} == {jnp.dtype(jnp.bfloat16)}
   assert quantize.parameter_bytes(m) * 2 == quantize.parameter_bytes(model)
+
+
+# --- eval.py end to end ------------------------------------------------------------------
+
+@pytest.fixture
+def lang_run(once):
+  """A tiny `lang` run of a few steps (what is tested is the plumbing, not the scores)."""
+  from tests import e2e
+
+  def build(root):
+    out = e2e.run('train.py', '--config=configs/default.py:model=tiny', f'--workdir={root / "run"}',
+                  f'--config.data.data_dir={root / "data"}', '--config.train.num_steps=4',
+                  '--config.train.batch_size=8', '--config.eval.every_steps=4',
+                  '--config.eval.num_examples=4', '--config.eval.test_examples=4',
+                  '--config.eval.beam_size=1', '--config.checkpoint.every_steps=2',
+                  '--config.checkpoint.keep=2')
+    assert out.returncode == 0, out.stderr[-3000:]
+  return once('lang_run', build)[0] / 'run'
+
+
+@pytest.mark.slow
+def test_eval_measures_alignment_importance_and_smaller_models(lang_run):
+  import json
+  from tests import e2e
+  out = e2e.run('eval.py', f'--workdir={lang_run}', '--alignment', '--num_examples=20')
+  assert out.returncode == 0, out.stderr[-3000:]
+  record = json.loads((lang_run / 'eval' / 'alignment_test.json').read_text())
+  for query in alignment.QUERIES:
+    r = record[query]
+    assert len(r['aer']) == 2 and len(r['aer'][0]) == 4 and 0 <= r['best']['aer'] <= 100
+    assert (lang_run / 'eval' / f'alignment_test_{query}.png').read_bytes()[:4] == b'\x89PNG'
+  assert record['num_examples'] == 20 and f'AER {record["predict"]["best"]["aer"]:.1f}%' in out.stdout
+
+  out = e2e.run('eval.py', f'--workdir={lang_run}', '--head_importance', '--split=validation',
+                '--num_examples=16')
+  assert out.returncode == 0, out.stderr[-3000:]
+  record = json.loads((lang_run / 'eval' / 'head_importance_validation.json').read_text())
+  assert set(record['ablation']) == set(record['gradient'])
+  assert len(record['ablation']) == 6 and all(len(v) == 4 for v in record['gradient'].values())
+  assert len(list((lang_run / 'eval').glob('head_importance_validation_*.png'))) == 3
+
+  out = e2e.run('eval.py', f'--workdir={lang_run}', '--prune_heads=0.25', '--quantize=int8',
+                '--num_examples=12', '--importance_examples=16', '--beam_size=1')
+  assert out.returncode == 0, out.stderr[-3000:]
+  record = json.loads((lang_run / 'eval' / 'test_pruned-0.25-gradient_int8.json').read_text())
+  assert record['heads'] == 24 and record['heads_kept'] == 18 and len(record['pruned']) == 6
+  assert record['attention_parameters_kept'] == record['attention_parameters'] * 18 // 24
+  assert record['bytes'] == record['int8_bytes'] and record['bytes_ratio'] > 3
+  assert record['num_examples'] == 12 and 0 <= record['bleu'] <= 100
+  assert '18/24 heads' in out.stdout

@@ -138,6 +138,10 @@ class Checkpoints:
   def latest_step(self) -> int | None:
     return self.latest.manager.latest_step()
 
+  def steps(self) -> list[int]:
+    """The steps of the kept checkpoints, oldest first (config.checkpoint.keep of them)."""
+    return sorted(self.latest.manager.all_steps())
+
   def save(self, step: int, state, data_iterator=None, log_window: dict | None = None) -> None:
     items = {'state': ocp.args.StandardSave(state)}
     if data_iterator is not None:
