@@ -8,8 +8,9 @@ For each run (a `lang` run directory written by train.py), on its test split:
                       heads averaged; the same at every checkpoint the run kept
   how many heads      BLEU and exact match against the fraction of heads pruned, in
                       gradient-importance order (Michel et al. 2019) and at random, with
-                      parameter counts and the time of one beam-search batch
+                      parameter counts, and the time of one batch's forward pass and beam search
   how many bits       float32, bfloat16 and int8 weights: bytes, BLEU, exact match, time
+Times are medians of --repeats, every model timed in turn on the test split's first batch.
 Writes study.json, report.md and PNGs into --out_dir.
 """
 
@@ -35,7 +36,7 @@ _METHODS = flags.DEFINE_list('methods', ['gradient', 'random'], 'Pruning orders.
 _NUM = flags.DEFINE_integer('num_examples', 0, 'Test examples scored (0 = all).')
 _IMPORTANCE = flags.DEFINE_integer('importance_examples', 500,
                                    'Validation examples head importance is measured on.')
-_REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed beam-search batches (median).')
+_REPEATS = flags.DEFINE_integer('repeats', 10, 'Timings of each model, taken in turn (median).')
 flags.mark_flag_as_required('runs')
 cli.subset_of(_METHODS, ('gradient', 'ablation', 'random'))
 cli.positive(_REPEATS)
@@ -51,29 +52,46 @@ def _is_fraction(text: str) -> bool:
     return False
 
 
-def decode_ms(evaluator, model, batch) -> float:
-  """Median wall time of decoding one batch, compiled first."""
-  evaluator.decode(model, batch['src'])
-  times = []
+class Variant:
+  """A model of the study (the run's, pruned or quantized), scored, then timed."""
+
+  def __init__(self, run, model, info, pairs):
+    from attention.evaluation import evaluator as evaluator_lib
+    from attention.models import merge_model, split_model
+    graphdef, self.params, rest = split_model(model)
+    self.evaluator = evaluator_lib.Evaluator.from_config(run.config, graphdef, rest, run.tokenizer)
+    self.model = merge_model(graphdef, self.params, rest)
+    metrics, _, _ = self.evaluator.evaluate(self.params, pairs)
+    self.row = {k: metrics[k] for k in ('bleu', 'exact_match', 'loss')}
+    self.row.update({k: info[k] for k in ('heads_kept', 'parameters_kept',
+                                          'attention_parameters_kept', 'bytes', 'bytes_ratio')
+                     if k in info})
+    self.times = {'forward_ms': [], 'decode_ms': []}
+
+  def time(self, batch) -> None:
+    """One timing of each: the teacher-forced forward pass of the batch (the same work
+    for every variant but the heads it has), and beam search over its sources (which
+    stops when every beam has ended, so a worse model can take longer)."""
+    import jax
+    for key, call in (('forward_ms', lambda: self.evaluator.eval_step(self.params, batch)),
+                      ('decode_ms', lambda: self.evaluator.decode(self.model, batch['src']))):
+      start = time.perf_counter()
+      jax.block_until_ready(call())
+      self.times[key].append(1e3 * (time.perf_counter() - start))
+
+
+def time_side_by_side(variants, batch) -> None:
+  """Medians of --repeats timings of every variant, taken in turn (variant after variant,
+  repeat after repeat), each compiled first, so that a slow minute of the machine falls
+  on all of them alike."""
+  for v in variants:
+    v.time(batch)
+    v.times = {k: [] for k in v.times}
   for _ in range(_REPEATS.value):
-    start = time.perf_counter()
-    evaluator.decode(model, batch['src'])
-    times.append(1e3 * (time.perf_counter() - start))
-  return statistics.median(times)
-
-
-def scored(run, model, info, pairs, batch) -> dict:
-  """BLEU, exact match and decode time of a model (a variant of the run's)."""
-  from attention.evaluation import evaluator as evaluator_lib
-  from attention.models import split_model
-  graphdef, params, rest = split_model(model)
-  evaluator = evaluator_lib.Evaluator.from_config(run.config, graphdef, rest, run.tokenizer)
-  metrics, _, _ = evaluator.evaluate(params, pairs)
-  row = {k: metrics[k] for k in ('bleu', 'exact_match', 'loss')}
-  row['decode_ms'] = decode_ms(evaluator, evaluator_lib.merge_model(graphdef, params, rest), batch)
-  row.update({k: info[k] for k in ('heads_kept', 'parameters_kept', 'attention_parameters_kept',
-                                   'bytes', 'bytes_ratio') if k in info})
-  return row
+    for v in variants:
+      v.time(batch)
+  for v in variants:
+    v.row.update({k: statistics.median(t) for k, t in v.times.items()})
 
 
 def study_run(workdir: str) -> dict:
@@ -109,21 +127,23 @@ def study_run(workdir: str) -> dict:
   batch = measure.batches(run.config, run.tokenizer, pairs)[0]
   record['importance'] = measure.head_importance(run.model, importance)
   _, full = measure.smaller(run.model)
-  record['pruning'] = [{'method': 'none', 'fraction': 0.0,
-                        **scored(run, run.model, full, pairs, batch)}]
+  variants = [({'method': 'none', 'fraction': 0.0}, Variant(run, run.model, full, pairs))]
   for method in _METHODS.value:
     for fraction in _FRACTIONS.value:
       model, info = measure.smaller(run.model, prune=fraction, method=method,
                                     importance_batches=importance, seed=run.config.seed)
-      row = {'method': method, 'fraction': float(fraction), 'pruned': info['pruned'],
-             **scored(run, model, info, pairs, batch)}
-      record['pruning'].append(row)
-      print(f'  pruned {fraction} ({method}): BLEU {row["bleu"]:.2f}', flush=True)
-  record['quantization'] = [{'weights': 'float32', **record['pruning'][0]}]
+      variants.append(({'method': method, 'fraction': float(fraction), 'pruned': info['pruned']},
+                       Variant(run, model, info, pairs)))
+      print(f'  pruned {fraction} ({method}): BLEU {variants[-1][1].row["bleu"]:.2f}', flush=True)
   for kind in ('bf16', 'int8'):
     model, info = measure.smaller(run.model, quantize_to=kind)
-    record['quantization'].append({'weights': kind, **scored(run, model, info, pairs, batch)})
-    print(f'  {kind}: BLEU {record["quantization"][-1]["bleu"]:.2f}', flush=True)
+    variants.append(({'weights': kind}, Variant(run, model, info, pairs)))
+    print(f'  {kind}: BLEU {variants[-1][1].row["bleu"]:.2f}', flush=True)
+  time_side_by_side([v for _, v in variants], batch)
+  rows = [{**key, **v.row} for key, v in variants]
+  record['pruning'] = [r for r in rows if 'method' in r]
+  record['quantization'] = [{'weights': 'float32', **record['pruning'][0]}] + [
+      r for r in rows if 'weights' in r]
   record['parameters'], record['attention_parameters'] = full['parameters'], full['attention_parameters']
   record['heads'] = full['heads']
   return record
@@ -148,16 +168,17 @@ def report(records: list[dict]) -> str:
     lines += [f'| {o["step"]} | {o["best"]["aer"]:.1f} ({o["best"]["layer"]} #{o["best"]["head"]}) '
               f'| {o["all_mean"]:.1f} |' for o in r['over_training']]
     lines += ['', '| pruned | order | heads | attention params | BLEU | exact match | '
-              'decode ms/batch |', '|---|---|---|---|---|---|---|']
+              'forward ms | beam search ms |', '|---|---|---|---|---|---|---|---|']
     for row in r['pruning']:
       lines.append(f'| {row["fraction"]:.0%} | {row["method"]} | {row["heads_kept"]} | '
                    f'{row["attention_parameters_kept"]:,} | {row["bleu"]:.2f} | '
-                   f'{row["exact_match"]:.2f} | {row["decode_ms"]:.0f} |')
-    lines += ['', '| weights | bytes | vs float32 | BLEU | exact match | decode ms/batch |',
-              '|---|---|---|---|---|---|']
+                   f'{row["exact_match"]:.2f} | {row["forward_ms"]:.0f} | {row["decode_ms"]:.0f} |')
+    lines += ['', '| weights | bytes | vs float32 | BLEU | exact match | forward ms | '
+              'beam search ms |', '|---|---|---|---|---|---|---|']
     for row in r['quantization']:
       lines.append(f'| {row["weights"]} | {row["bytes"]:,} | {row["bytes_ratio"]:.2f}x | '
-                   f'{row["bleu"]:.2f} | {row["exact_match"]:.2f} | {row["decode_ms"]:.0f} |')
+                   f'{row["bleu"]:.2f} | {row["exact_match"]:.2f} | {row["forward_ms"]:.0f} | '
+                   f'{row["decode_ms"]:.0f} |')
     lines.append('')
   return '\n'.join(lines)
 

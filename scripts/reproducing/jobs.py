@@ -5,7 +5,7 @@ close a re-measurement must come. Data only; the machinery is runner.py and comp
 from __future__ import annotations
 
 
-from reproducing import studies
+from reproducing import interpret, studies
 from reproducing.spec import PY, Claim, Job, field, length_row, load, ratio, recordings, row
 
 
@@ -197,7 +197,7 @@ JOBS += [
     train_job('copy_tiny', 'configs/default.py:task=copy,model=tiny', 2.5, True),
     train_job('reverse_tiny', 'configs/default.py:task=reverse,model=tiny', 3),
 ]
-JOBS += studies.JOBS
+JOBS += studies.JOBS + interpret.JOBS
 
 
 def _last(split, key):
@@ -220,6 +220,7 @@ def _train_claims(name: str, splits: tuple) -> list[Claim]:
   return claims
 
 
+CLAIMS += interpret.CLAIMS
 CLAIMS += (_train_claims('default', ('test', 'test_long')) + _train_claims('copy_tiny', ('test',))
            + _train_claims('reverse_tiny', ('test',)))
 
