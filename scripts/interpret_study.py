@@ -204,6 +204,15 @@ def plot(records: list[dict], out_dir: str) -> None:
                                             [row['bleu'] for row in rows])
   plots.curves(series, 'fraction of heads pruned', 'test BLEU', 'Quality against heads kept',
                os.path.join(out_dir, 'pruning.png'))
+  size = {}
+  for r in records:
+    pruned = [row for row in r['pruning'] if row['method'] in ('none', 'gradient')]
+    size[f'{r["preset"]} heads pruned (float32)'] = ([row['bytes'] / 2**20 for row in pruned],
+                                                     [row['bleu'] for row in pruned])
+    size[f'{r["preset"]} float32, bf16, int8'] = ([row['bytes'] / 2**20 for row in r['quantization']],
+                                                  [row['bleu'] for row in r['quantization']])
+  plots.curves(size, 'parameter bytes (MiB)', 'test BLEU', 'Quality against bytes',
+               os.path.join(out_dir, 'size.png'))
 
 
 def main():

@@ -325,7 +325,8 @@ def test_eval_measures_alignment_importance_and_smaller_models(lang_run):
                 '--num_examples=16')
   assert out.returncode == 0, out.stderr[-3000:]
   record = json.loads((lang_run / 'eval' / 'head_importance_validation.json').read_text())
-  assert set(record['ablation']) == set(record['gradient'])
+  assert set(record['ablation']) == set(record['gradient']) == set(record['entropy'])
+  assert all(0 <= h <= np.log(64) for v in record['entropy'].values() for h in v)
   assert len(record['ablation']) == 6 and all(len(v) == 4 for v in record['gradient'].values())
   assert len(list((lang_run / 'eval').glob('head_importance_validation_*.png'))) == 3
 

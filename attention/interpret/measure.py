@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from attention.data import pipeline
-from attention.interpret import alignment, heads, pruning, quantize
+from attention.interpret import alignment, heads, maps, pruning, quantize
 from attention.models import merge_model, split_model
 
 QUANTIZE = ('int8', 'bf16')
@@ -29,10 +29,27 @@ def alignment_scores(model, config, tokenizer, pairs, gold) -> dict:
 
 
 def head_importance(model, data_batches) -> dict:
-  """Ablation and gradient importance of every head, per attention module."""
+  """Ablation and gradient importance of every head, and the mean entropy (nats) of its
+  attention over the batches' real queries, per attention module."""
   ablation = heads.ablation_importance(model, data_batches)
   return {'base_loss': ablation['base_loss'], 'ablation': ablation['importance'],
-          'gradient': heads.gradient_importance(model, data_batches)['importance']}
+          'gradient': heads.gradient_importance(model, data_batches)['importance'],
+          'entropy': entropies(model, data_batches)}
+
+
+def entropies(model, data_batches) -> dict[str, list[float]]:
+  """{module: mean attention entropy per head}, over the non-PAD queries of the batches
+  (encoder queries are source tokens, decoder queries target tokens)."""
+  sums, counts = {}, {}
+  for batch in data_batches:
+    found = maps.attention_maps(model, batch['src'], batch['tgt_in'])
+    for name, w in found.items():
+      queries = batch['src'] if name.startswith('encoder') else batch['tgt_in']
+      mask = np.asarray(queries) != 0
+      n = int(mask.sum())
+      sums[name] = sums.get(name, 0.0) + maps.entropy(w, mask) * n
+      counts[name] = counts.get(name, 0) + n
+  return {name: (sums[name] / max(counts[name], 1)).tolist() for name in sums}
 
 
 def copy_model(model):

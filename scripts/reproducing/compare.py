@@ -114,7 +114,8 @@ def record(job: Job, workdir: str, results: str) -> str:
     source = os.path.join(workdir, job.name, produced)
     if not os.path.exists(source):   # a plot the sweep had no data for
       continue
-    os.makedirs(target_dir, exist_ok=True)
-    shutil.copyfile(source, os.path.join(target_dir, name))
-    print(f'recorded {os.path.join(target_dir, name)}')
+    target = os.path.join(target_dir, name)   # a name may hold folders: one per run
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    shutil.copyfile(source, target)
+    print(f'recorded {target}')
   return kind

@@ -14,7 +14,7 @@ STUDY = ('--fractions=0.1,0.25,0.5', '--methods=gradient,random')
 RUNS = {'default': ('configs/default.py', ()),
         'small': ('configs/default.py:model=small', ('--num_examples=500',))}
 WHERE = 'docs/interpretability, Results'
-FILES = ('study.json', 'report.md', 'aer_training.png', 'pruning.png')
+FILES = ('study.json', 'report.md', 'aer_training.png', 'pruning.png', 'size.png')
 
 JOBS = [Job(NAME, (
     *[(PY, 'train.py', f'--config={config}', f'--workdir={{out}}/{run}', '--record_machine',
@@ -25,7 +25,7 @@ JOBS = [Job(NAME, (
      **{f'{run}_study/aer_{preset}.png': f'{run}/aer_{preset}.png'
         for run, preset in (('default', 'mini'), ('small', 'small'))},
      **{f'{run}/machine.json': f'{run}/machine.json' for run in RUNS}},
-    minutes=40, resumes=True)]
+    minutes=25, resumes=True)]
 
 
 def _pruned(method, fraction, key):
