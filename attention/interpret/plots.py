@@ -15,14 +15,16 @@ def grid(values, row_labels, title: str, path: str, *, fmt: str = '{:.1f}',
          cmap: str = 'viridis_r') -> str:
   """A heat map of values [rows, heads], each cell written in; saved to `path`."""
   values = np.asarray(values, np.float64)
-  fig, ax = plt.subplots(figsize=(1.2 + 0.9 * values.shape[1], 0.8 + 0.5 * values.shape[0]))
+  # Wide enough for the row labels and the title, whatever the number of heads.
+  fig, ax = plt.subplots(figsize=(max(6.0, 2.5 + 0.9 * values.shape[1]),
+                                  1.2 + 0.5 * values.shape[0]))
   ax.imshow(values, cmap=cmap, aspect='auto')
   for (i, j), v in np.ndenumerate(values):
     ax.text(j, i, fmt.format(v), ha='center', va='center', fontsize=8, color='white'
             if v > np.nanmean(values) else 'black')
   ax.set_xticks(range(values.shape[1]), [f'head {h}' for h in range(values.shape[1])])
   ax.set_yticks(range(values.shape[0]), row_labels)
-  ax.set_title(title)
+  ax.set_title(title, fontsize=10)
   fig.tight_layout()
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fig.savefig(path, dpi=110)
