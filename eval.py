@@ -96,12 +96,17 @@ def main():
   workdir = _WORKDIR.value
   if bool(_INPUT.value) != bool(_OUTPUT.value):
     raise UserError('--input and --output go together: give both')
+  # What a run does: translate, plot, measure, or score (a smaller model: prune and/or
+  # quantize, which go together).
   modes = [name for name, on in (('--input', _INPUT.value), ('--plot_attention', _PLOT.value),
                                  ('--alignment', _ALIGNMENT.value),
-                                 ('--head_importance', _IMPORTANCE.value)) if on]
-  if len(modes) > 1 or (modes and (_PRUNE.value or _QUANTIZE.value)):
-    raise UserError(f'{", ".join(modes + [f for f, v in (("--prune_heads", _PRUNE.value), ("--quantize", _QUANTIZE.value)) if v])}: '
-                    'one at a time (--prune_heads and --quantize go together)')
+                                 ('--head_importance', _IMPORTANCE.value),
+                                 ('--prune_heads', _PRUNE.value), ('--quantize', _QUANTIZE.value))
+           if on]
+  if len(set(modes) - {'--quantize', '--prune_heads'}) + bool(
+      {'--quantize', '--prune_heads'} & set(modes)) > 1:
+    raise UserError(f'{", ".join(modes)}: one at a time (--prune_heads and --quantize '
+                    'go together)')
   prune = prune_arg(_PRUNE.value)
   which = checkpoint_arg(_CHECKPOINT.value)
   if _OUTPUT.value:   # before the minutes of translating, not after

@@ -21,14 +21,14 @@ from attention.interpret import heads as heads_lib
 from attention.interpret import maps as maps_lib
 
 
-def _sliced(linear: nnx.LinearGeneral, axis: int, keep, *, in_axes: bool):
-  """A copy of `linear` (no bias) with only the heads `keep` along kernel axis `axis`."""
+def _sliced(linear: nnx.LinearGeneral, axis: int, keep):
+  """A copy of `linear` (no bias) with only the heads `keep` along kernel axis `axis`;
+  its kernel's shape is its input features, then its output features."""
   kernel = np.take(np.asarray(linear.kernel[...]), keep, axis=axis)
-  n = len(in_features := tuple(linear.in_features))
-  shape = kernel.shape
-  new = nnx.LinearGeneral(shape[:n] if in_axes else in_features, shape[n:],
-                          axis=linear.axis, use_bias=False, dtype=linear.dtype,
-                          param_dtype=linear.param_dtype, rngs=nnx.Rngs(0))
+  n_in = len(tuple(linear.in_features))
+  new = nnx.LinearGeneral(kernel.shape[:n_in], kernel.shape[n_in:], axis=linear.axis,
+                          use_bias=False, dtype=linear.dtype, param_dtype=linear.param_dtype,
+                          rngs=nnx.Rngs(0))
   new.kernel[...] = kernel
   return new
 
@@ -52,10 +52,10 @@ def prune(model, remove: dict[str, list[int]]) -> None:
     if not len(keep):
       raise ValueError(f'{name}: pruning would leave no head (each module keeps one)')
     original = getattr(m, 'kept_heads', None) or tuple(range(m.num_heads))
-    m.query = _sliced(m.query, 1, keep, in_axes=False)    # kernel [D, N, H]
-    m.key = _sliced(m.key, 1, keep, in_axes=False)
-    m.value = _sliced(m.value, 1, keep, in_axes=False)
-    m.out = _sliced(m.out, 0, keep, in_axes=True)         # kernel [N, V, D]
+    m.query = _sliced(m.query, 1, keep)    # kernel [D, N, H]
+    m.key = _sliced(m.key, 1, keep)
+    m.value = _sliced(m.value, 1, keep)
+    m.out = _sliced(m.out, 0, keep)        # kernel [N, V, D]
     if m.alibi_slopes is not None:
       m.alibi_slopes = nnx.Variable(m.alibi_slopes[...][keep])
     if m.head_gate is not None:
