@@ -47,7 +47,7 @@ _QUANTIZE = flags.DEFINE_enum('quantize', None, ['int8', 'bf16'],
                               'Score with int8 weights (per output channel) or in bfloat16.')
 _IMPORTANCE_EXAMPLES = flags.DEFINE_integer(
     'importance_examples', 500, 'Validation examples that head importance is measured on '
-    '(for pruning: never the scored split).')
+    'for pruning (0 = all).')
 _EXAMPLES = flags.DEFINE_integer('show', 3, 'Examples to print.')
 _CACHE = flags.DEFINE_string('compilation_cache', None, "JAX compilation cache ('off' disables).")
 flags.mark_flag_as_required('workdir')
@@ -82,13 +82,11 @@ def prune_arg(value):
   """--prune_heads as given, once it reads as a count or a fraction."""
   if value is None:
     return None
+  from attention.interpret import pruning
   try:
-    number = float(value)
-  except ValueError:
-    number = -1.0
-  if not (0 < number < 1 or (number >= 1 and number == int(number))):
-    raise UserError(f'--prune_heads={value!r}: a number of heads (an integer >= 1) or a '
-                    'fraction in (0, 1)')
+    pruning.parse_amount(value)
+  except ValueError as e:
+    raise UserError(f'--prune_heads={e}') from None
   return value
 
 
@@ -193,7 +191,11 @@ def write_interpretation(run, data, pairs):
             f'accuracy {best["accuracy"]:.1f}%; all heads averaged: AER '
             f'{r["all_mean"]["aer"]:.1f}%')
   else:
-    record = measure.head_importance(run.model, measure.batches(run.config, run.tokenizer, pairs))
+    try:
+      record = measure.head_importance(run.model,
+                                       measure.batches(run.config, run.tokenizer, pairs))
+    except ValueError as e:   # a model without multi-head attention (the LSTM)
+      raise UserError(f'--head_importance: {e}') from None
     name = f'head_importance_{_SPLIT.value}'
     for kind in ('encoder/', 'decoder/'):
       for attn in ('self_attention', 'cross_attention'):
@@ -222,9 +224,9 @@ def score_smaller(run, data, pairs, prune):
   from attention.models import split_model
   importance = None
   if prune and _PRUNE_METHOD.value != 'random':
-    if 'validation' not in data.sources:
-      raise UserError('--prune_heads: importance is measured on the validation split, '
-                      'which this dataset does not have')
+    if 'validation' not in data.sources or _SPLIT.value == 'validation':
+      raise UserError(f'--prune_heads with --split={_SPLIT.value}: importance is measured '
+                      'on the validation split, which must exist and not be the one scored')
     importance = measure.batches(run.config, run.tokenizer,
                                  data.texts('validation', _IMPORTANCE_EXAMPLES.value))
   try:

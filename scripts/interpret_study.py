@@ -38,9 +38,10 @@ _IMPORTANCE = flags.DEFINE_integer('importance_examples', 500,
                                    'Validation examples head importance is measured on.')
 _REPEATS = flags.DEFINE_integer('repeats', 10, 'Timings of each model, taken in turn (median).')
 flags.mark_flag_as_required('runs')
-cli.subset_of(_METHODS, ('gradient', 'ablation', 'random'))
+cli.subset_of(_METHODS, ('gradient', 'ablation', 'random'))   # pruning.METHODS
 cli.positive(_REPEATS)
-cli.validate(_NUM, lambda v: None if v >= 0 else f'must be an integer >= 0, got {v}')
+for _holder in (_NUM, _IMPORTANCE):
+  cli.validate(_holder, lambda v: None if v >= 0 else f'must be an integer >= 0, got {v}')
 cli.validate(_FRACTIONS, lambda v: None if all(
     _is_fraction(x) for x in v) else f'{",".join(v)}: fractions in (0, 1)')
 
@@ -96,7 +97,7 @@ def time_side_by_side(variants, batch) -> None:
 
 def study_run(workdir: str) -> dict:
   from attention.data import tasks
-  from attention.interpret import measure
+  from attention.interpret import alignment, measure
   from attention.training import checkpointing, trained
   run = trained.load_run(workdir, checkpoint='latest')
   data = tasks.load_for(run.config)
@@ -115,8 +116,13 @@ def study_run(workdir: str) -> dict:
     ckpts.close()
   record['over_training'] = []
   for step in steps:
-    at = run if step == run.step else trained.load_run(workdir, checkpoint=step)
-    scores = measure.alignment_scores(at.model, at.config, at.tokenizer, pairs, gold)['predict']
+    if step == run.step:
+      scores = record['alignment']['predict']
+    else:
+      at = trained.load_run(workdir, checkpoint=step)
+      scores = alignment.evaluate(at.model, at.tokenizer, pairs, gold,
+                                  batch_size=at.config.eval.batch_size,
+                                  bucket_boundaries=at.config.data.bucket_boundaries)
     record['over_training'].append({'step': step, 'best': scores['best'],
                                     'all_mean': scores['all_mean']['aer'],
                                     'layer_mean': scores['layer_mean']['aer']})
@@ -217,10 +223,19 @@ def plot(records: list[dict], out_dir: str) -> None:
 
 def main():
   cli.check_creatable(_OUT_DIR.value, '--out_dir')
+  presets = []
   for workdir in _RUNS.value:
     if not os.path.isfile(os.path.join(workdir, 'config.json')):
       raise UserError(f'--runs={workdir}: no run there (train.py writes config.json)')
-  records = [study_run(w) for w in _RUNS.value]
+    with open(os.path.join(workdir, 'config.json')) as f:
+      presets.append(json.load(f).get('model', {}).get('preset'))
+  if len(set(presets)) < len(presets):
+    raise UserError(f'--runs: two runs of one preset ({", ".join(map(str, presets))}); the '
+                    'plots and tables are named by preset')
+  try:
+    records = [study_run(w) for w in _RUNS.value]
+  except ValueError as e:   # a model that cannot be pruned as asked, or has no attention
+    raise UserError(f'--runs: {e}') from None
   os.makedirs(_OUT_DIR.value, exist_ok=True)
   with open(os.path.join(_OUT_DIR.value, 'study.json'), 'w') as f:
     json.dump(records, f, indent=1)

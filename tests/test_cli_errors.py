@@ -197,6 +197,9 @@ EVAL_CASES = [
     (['--workdir={run}', '--quantize=int4'], ['--quantize', 'int8', 'bf16']),
     (['--workdir={run}', '--prune_heads=2', '--prune_method=largest'], ['--prune_method', 'random']),
     (['--workdir={run}', '--importance_examples=-1'], ['--importance_examples', '>= 0']),
+    (['--workdir={run}', '--prune_heads=inf'], ['--prune_heads=', 'integer >= 1']),
+    (['--workdir={run}', '--prune_heads=2', '--split=validation'],
+     ['--prune_heads with --split=validation', 'not be the one scored']),
 ]
 
 
@@ -239,6 +242,8 @@ SCRIPT_CASES = [
      ['--fractions', 'in (0, 1)']),
     ('scripts/interpret_study.py', ['--runs=x', '--methods=gradient,best'], ['--methods', 'best']),
     ('scripts/interpret_study.py', ['--runs=x', '--repeats=0'], ['--repeats: must be positive']),
+    ('scripts/interpret_study.py', ['--runs=x', '--importance_examples=-1'],
+     ['--importance_examples', '>= 0']),
     ('scripts/interpret_study.py', ['--runs={precious}', '--out_dir=/dev/null/x'],
      ['--out_dir=/dev/null/x: cannot be a directory']),
     ('scripts/ab_kernel.py', ['--rev=no-such-rev'], ['--rev/--against', 'no-such-rev']),

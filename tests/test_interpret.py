@@ -110,6 +110,10 @@ def test_evaluate_scores_each_head_against_a_gold_read_off_one_head(lang):
       'layer': target_layer, 'head': 1, 'aer': 0.0, 'accuracy': 100.0}
   assert result['aer'][0][0] > 0
   assert result['links'] == sum(len(t.split()) for _, t in pairs)
+  # Layers of different widths (a pruned model): each is scored with its own heads.
+  pruning.prune(model, {'decoder/0/cross_attention': [0]})
+  pruned = alignment.evaluate(model, vocab, pairs, gold, batch_size=5)
+  assert pruned['heads'] == [3, 4] and len(pruned['aer'][0]) == 3 and pruned['best']['layer']
 
 
 # --- maps: entropy and rollout -----------------------------------------------------------

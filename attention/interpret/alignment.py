@@ -1,8 +1,8 @@
 """Word alignments read off cross-attention, scored against a gold alignment.
 
 Each target word is aligned to the source word its cross-attention weighs most: the
-weights of its tokens' queries averaged, summed over each source word's tokens (sub-word
-pieces merged into words), EOS left out. Two queries can stand for target word j:
+weights of one query (below), summed over each source word's tokens (sub-word pieces
+merged into words), EOS left out. Two queries can stand for target word j:
   predict  the query that predicts its first token (its input is the word before);
   shift    the query whose input is its last token (Chen et al. 2020 "shift-att": the
            decoder has seen the word it aligns).
@@ -48,9 +48,8 @@ def word_attention(weights_TS, tgt_words_T, src_words_S, *, query: str = 'predic
   out = np.zeros((n_tgt, n_src))
   for j in range(n_tgt):
     tokens = np.flatnonzero(tgt_words_T == j)     # positions in the target's tokens
-    rows = tokens if query == 'predict' else tokens + 1   # query t predicts token t
-    rows = rows[:1] if query == 'predict' else rows[-1:]
-    out[j] = by_src[rows].mean(axis=0)
+    # Query t predicts target token t (its input is token t - 1, or BOS).
+    out[j] = by_src[tokens[0] if query == 'predict' else tokens[-1] + 1]
   return out
 
 
@@ -113,9 +112,8 @@ def evaluate(model, tokenizer, pairs, gold, *, batch_size: int = 64,
     names = cross_attention_names(found)
     if not names:
       raise ValueError('this model has no cross-attention to align with')
-    if counts is None:
-      heads = found[names[0]].shape[1]
-      counts = {'head': [[Counts() for _ in range(heads)] for _ in names],
+    if counts is None:   # layers may differ in heads (a pruned model)
+      counts = {'head': [[Counts() for _ in range(found[n].shape[1])] for n in names],
                 'layer_mean': [Counts() for _ in names], 'all_mean': Counts()}
     for row, index in enumerate(eb.indices):
       source, target = pairs[index]
@@ -140,8 +138,10 @@ def evaluate(model, tokenizer, pairs, gold, *, batch_size: int = 64,
     raise ValueError('no pairs to align')
   aer = [[c.aer for c in layer] for layer in counts['head']]
   acc = [[c.accuracy for c in layer] for layer in counts['head']]
-  li, h = np.unravel_index(np.argmin(aer), np.shape(aer))
-  return {'query': query, 'layers': names, 'heads': len(aer[0]), 'aer': aer, 'accuracy': acc,
+  li, h = min(((li, h) for li, layer in enumerate(aer) for h in range(len(layer))),
+              key=lambda lh: aer[lh[0]][lh[1]])
+  return {'query': query, 'layers': names, 'heads': [len(a) for a in aer], 'aer': aer,
+          'accuracy': acc,
           'layer_mean': {'aer': [c.aer for c in counts['layer_mean']],
                          'accuracy': [c.accuracy for c in counts['layer_mean']]},
           'all_mean': {'aer': counts['all_mean'].aer, 'accuracy': counts['all_mean'].accuracy},

@@ -5,9 +5,10 @@ Every MultiHeadAttention scales head h's output by a gate g_h before W_O
   ablation:  importance_h = L(g with g_h = 0) - L(g = 1), the loss rise when head h
              alone is removed (one forward pass over the data per head);
   gradient:  importance_h = sum over batches |dL/dg_h| at g = 1 (Michel et al. 2019,
-             "Are Sixteen Heads Really Better than One?", eq. 2), one backward pass per
-             batch for all heads, normalized per attention module by its L2 norm as
-             they do before ranking heads across layers.
+             "Are Sixteen Heads Really Better than One?", eq. 2, with the absolute value
+             taken per batch as in their code, so it depends on the batch size), one
+             backward pass per batch for all heads, normalized per attention module by
+             its L2 norm as they do before ranking heads across layers.
 L is the teacher-forced cross-entropy per target token over the batches given.
 """
 
@@ -79,6 +80,8 @@ def _gate_grads(model, batch):
 
 
 def _mean(model, batches) -> float:
+  if not batches:
+    raise ValueError('no batches to measure the loss on')
   nll = tokens = 0.0
   for batch in batches:
     a, b = jax.device_get(_gated_sums(model, batch))
@@ -112,6 +115,8 @@ def gradient_importance(model, batches, *, normalize: bool = True) -> dict:
   """{'importance': {module: [importance per head]}}: sum over batches of |dL/dg_h|,
   L the batch's mean cross-entropy per token; with normalize, divided per module by the
   L2 norm of its heads' importances (Michel et al.'s layer normalization)."""
+  if not batches:
+    raise ValueError('no batches to measure importance on')
   with gated(model):
     total = None
     for batch in batches:

@@ -10,7 +10,6 @@ from attention.interpret import alignment, heads, maps, pruning, quantize
 from attention.models import merge_model, split_model
 
 QUANTIZE = ('int8', 'bf16')
-PRUNE_METHODS = ('gradient', 'ablation', 'random')
 
 
 def batches(config, tokenizer, pairs) -> list[dict]:

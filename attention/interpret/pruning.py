@@ -84,20 +84,33 @@ def prunable(model) -> list[tuple[str, int]]:
           for h in range(m.num_heads)]
 
 
-def amount(model, value: str | float | int) -> int:
-  """Heads to prune from 'K' (a count) or a fraction in (0, 1) of the model's heads."""
-  total = head_count(model)
-  text = str(value)
+METHODS = ('gradient', 'ablation', 'random')
+
+
+def parse_amount(text: str) -> float | int:
+  """'K' (a number of heads, an integer >= 1) or a fraction in (0, 1), as given on a
+  command line; ValueError saying what is allowed otherwise."""
   try:
     number = float(text)
   except ValueError:
     number = math.nan
-  if not math.isfinite(number) or number < 0 or (number >= 1 and number != int(number)):
-    raise ValueError(f'{text!r}: a number of heads (an integer) or a fraction in [0, 1)')
-  count = int(number) if number >= 1 or number == 0 else int(round(number * total))
+  if math.isfinite(number) and 0 < number < 1:
+    return number
+  if math.isfinite(number) and number >= 1 and number == int(number):
+    return int(number)
+  raise ValueError(f'{text!r}: a number of heads (an integer >= 1) or a fraction in (0, 1)')
+
+
+def amount(model, value: str | float | int) -> int:
+  """Heads to prune, from parse_amount's 'K' or fraction of the model's heads."""
+  number = parse_amount(str(value))
+  total = head_count(model)
+  if not total:
+    raise ValueError('this model has no multi-head attention to prune')
+  count = number if isinstance(number, int) else int(round(number * total))
   most = total - len(maps_lib.attention_modules(model))
   if count > most:
-    raise ValueError(f'{text}: at most {most} of the {total} heads can go (each attention '
+    raise ValueError(f'{value}: at most {most} of the {total} heads can go (each attention '
                      'module keeps one)')
   return count
 
@@ -109,8 +122,8 @@ def prune_iteratively(model, batches, count: int, *, method: str = 'gradient',
   heads, step_fraction of the original heads at a time, recomputing gradient importance
   on the pruned model; `ablation`: the same with ablation importance; `random`: heads
   drawn uniformly (with `seed`), the baseline an importance order has to beat."""
-  if method not in ('gradient', 'ablation', 'random'):
-    raise ValueError(f"method must be gradient, ablation or random, got {method!r}")
+  if method not in METHODS:
+    raise ValueError(f'method must be one of {", ".join(METHODS)}, got {method!r}')
   rng = np.random.default_rng(seed)
   step = max(1, int(round(step_fraction * head_count(model))))
   removed = []

@@ -24,7 +24,7 @@ JOBS = [Job(NAME, (
     {**{f'{run}_study/{f}': f'{run}/{f}' for run in RUNS for f in FILES},
      **{f'{run}_study/aer_{preset}.png': f'{run}/aer_{preset}.png'
         for run, preset in (('default', 'mini'), ('small', 'small'))},
-     **{f'{run}/machine.json': f'{run}/machine.json' for run in RUNS}},
+     **{f'{run}/{f}': f'{run}/{f}' for run in RUNS for f in ('machine.json', 'metrics.jsonl')}},
     minutes=25, resumes=True)]
 
 
