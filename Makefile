@@ -10,9 +10,11 @@ PYTEST_WORKERS ?= 2
 
 # What .ci/run runs on every other supported Python: the kernels and their sharding, the
 # checkpoints, and the end-to-end runs (training, resume, evaluation, several devices and
-# processes), where a jax, flax or orbax release differs first. About half the suite.
+# processes), and the interpretation tools (head gates, pruning: NNX state handling), where
+# a jax, flax or orbax release differs first. About half the suite.
 COMPAT_TESTS ?= tests/test_kernels.py tests/test_approximate_kernels.py tests/test_beam_cache.py \
-	tests/test_sharding.py tests/test_checkpointing.py tests/test_train_eval.py tests/test_distributed.py
+	tests/test_sharding.py tests/test_checkpointing.py tests/test_train_eval.py tests/test_distributed.py \
+	tests/test_interpret.py
 # Convergence on `copy` (the slowest single test) is a property of the model, not of a jax
 # release: the default interpreter's full suite keeps it, and CI stays within an hour.
 COMPAT_DESELECT ?= --deselect tests/test_train_eval.py::test_copy_converges

@@ -54,10 +54,13 @@ def _sown_weights(model, src_BS, tgt_in_BT, model_kwargs):
 
 
 def raw(value):
-  """What a Variable (or a State's leaf) holds, whatever it holds."""
-  if not isinstance(value, nnx.Variable):
-    return value
-  return value.get_value() if hasattr(value, 'get_value') else value.value
+  """What a Variable or a State's leaf holds, whatever it holds (flax < 0.11 keeps a
+  VariableState there)."""
+  if isinstance(value, nnx.Variable):
+    return value.get_value() if hasattr(value, 'get_value') else value.value
+  if hasattr(nnx, 'VariableState') and isinstance(value, nnx.VariableState):
+    return value.value
+  return value
 
 
 def entropy(weights_BNTS, query_mask_BT=None) -> np.ndarray:
