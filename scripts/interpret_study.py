@@ -155,6 +155,20 @@ def study_run(workdir: str) -> dict:
   return record
 
 
+QUALITY = ('BLEU', 'exact match', 'forward ms', 'beam search ms')
+
+
+def _quality(row: dict) -> list[str]:
+  return [f'{row["bleu"]:.2f}', f'{row["exact_match"]:.2f}', f'{row["forward_ms"]:.0f}',
+          f'{row["decode_ms"]:.0f}']
+
+
+def _table(header, rows) -> list[str]:
+  """Markdown lines of a table."""
+  return ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header),
+          *['| ' + ' | '.join(map(str, cells)) + ' |' for cells in rows]]
+
+
 def report(records: list[dict]) -> str:
   lines = ['# Interpretability and model size', '']
   for r in records:
@@ -173,18 +187,13 @@ def report(records: list[dict]) -> str:
               '', '| step | best head AER | all heads averaged |', '|---|---|---|']
     lines += [f'| {o["step"]} | {o["best"]["aer"]:.1f} ({o["best"]["layer"]} #{o["best"]["head"]}) '
               f'| {o["all_mean"]:.1f} |' for o in r['over_training']]
-    lines += ['', '| pruned | order | heads | attention params | BLEU | exact match | '
-              'forward ms | beam search ms |', '|---|---|---|---|---|---|---|---|']
-    for row in r['pruning']:
-      lines.append(f'| {row["fraction"]:.0%} | {row["method"]} | {row["heads_kept"]} | '
-                   f'{row["attention_parameters_kept"]:,} | {row["bleu"]:.2f} | '
-                   f'{row["exact_match"]:.2f} | {row["forward_ms"]:.0f} | {row["decode_ms"]:.0f} |')
-    lines += ['', '| weights | bytes | vs float32 | BLEU | exact match | forward ms | '
-              'beam search ms |', '|---|---|---|---|---|---|---|']
-    for row in r['quantization']:
-      lines.append(f'| {row["weights"]} | {row["bytes"]:,} | {row["bytes_ratio"]:.2f}x | '
-                   f'{row["bleu"]:.2f} | {row["exact_match"]:.2f} | {row["forward_ms"]:.0f} | '
-                   f'{row["decode_ms"]:.0f} |')
+    lines += ['', *_table(['pruned', 'order', 'heads', 'attention params', *QUALITY],
+                          [[f'{row["fraction"]:.0%}', row['method'], row['heads_kept'],
+                            f'{row["attention_parameters_kept"]:,}', *_quality(row)]
+                           for row in r['pruning']])]
+    lines += ['', *_table(['weights', 'bytes', 'vs float32', *QUALITY],
+                          [[row['weights'], f'{row["bytes"]:,}', f'{row["bytes_ratio"]:.2f}x',
+                            *_quality(row)] for row in r['quantization']])]
     lines.append('')
   return '\n'.join(lines)
 
