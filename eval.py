@@ -170,9 +170,9 @@ def main():
 
 def write_interpretation(run, data, pairs):
   """--alignment or --head_importance on --split: a JSON and PNG grids in DIR/eval/."""
-  import json
+  from attention.evaluation import evaluator as evaluator_lib
   from attention.interpret import measure, plots
-  out_dir = os.path.join(_WORKDIR.value, 'eval')
+  out_dir = os.path.join(_WORKDIR.value, evaluator_lib.EVAL_DIR)
   if _ALIGNMENT.value:
     if not data.has_alignment:
       raise UserError(f'--alignment: task={run.config.task!r} has no gold word alignment '
@@ -209,12 +209,7 @@ def write_interpretation(run, data, pairs):
           + max(((k, h, v) for k, vs in record['ablation'].items() for h, v in enumerate(vs)),
                 key=lambda t: t[2]).__repr__())
   record.update(split=_SPLIT.value, step=run.step, num_examples=len(pairs))
-  os.makedirs(out_dir, exist_ok=True)
-  path = os.path.join(out_dir, f'{name}.json')
-  with open(path + '.tmp', 'w') as f:
-    json.dump(record, f, indent=1)
-  os.replace(path + '.tmp', path)
-  print(f'wrote {path}')
+  print(f'wrote {evaluator_lib.write_json(_WORKDIR.value, name, record)}')
 
 
 def score_smaller(run, data, pairs, prune):

@@ -108,18 +108,24 @@ class Evaluator:
     return out
 
 
-def write_results(workdir: str, split: str, step: int, metrics: dict, rows, signatures: dict,
-                  extra: dict | None = None) -> str:
-  """DIR/eval/<split>.json (metrics) and DIR/eval/<split>.tsv (predictions)."""
+def write_json(workdir: str, name: str, record: dict) -> str:
+  """DIR/eval/<name>.json, written whole or not at all; its path."""
   out_dir = os.path.join(workdir, EVAL_DIR)
   os.makedirs(out_dir, exist_ok=True)
-  record = {'split': split, 'step': int(step), **metrics,
-            **{f'{k}_signature': v for k, v in signatures.items()}, **(extra or {})}
-  path = os.path.join(out_dir, f'{split}.json')
+  path = os.path.join(out_dir, f'{name}.json')
   with open(path + '.tmp', 'w') as f:
     json.dump(record, f, indent=1)
   os.replace(path + '.tmp', path)
-  with open(os.path.join(out_dir, f'{split}.tsv'), 'w', newline='') as f:
+  return path
+
+
+def write_results(workdir: str, split: str, step: int, metrics: dict, rows, signatures: dict,
+                  extra: dict | None = None) -> str:
+  """DIR/eval/<split>.json (metrics) and DIR/eval/<split>.tsv (predictions)."""
+  record = {'split': split, 'step': int(step), **metrics,
+            **{f'{k}_signature': v for k, v in signatures.items()}, **(extra or {})}
+  path = write_json(workdir, split, record)
+  with open(os.path.join(workdir, EVAL_DIR, f'{split}.tsv'), 'w', newline='') as f:
     writer = csv.writer(f, delimiter='\t', lineterminator='\n')
     writer.writerow(('source', 'reference', 'hypothesis'))
     writer.writerows(rows)

@@ -20,6 +20,7 @@ import numpy as np
 from flax import nnx
 
 from attention.interpret import maps as maps_lib
+from attention.interpret import pruning
 
 
 def _weights(model):
@@ -52,7 +53,7 @@ def parameter_bytes(model) -> int:
 def int8_bytes(model) -> int:
   """Bytes of the model's parameters stored as quantize_int8 stores them: int8 values
   and float32 scales for the weights, float32 for the rest."""
-  total = 4 * sum(int(np.size(x)) for x in jax.tree_util.tree_leaves(nnx.state(model, nnx.Param)))
+  total = 4 * pruning.parameters(model)
   for m, attr, axes in _weights(model):
     w = getattr(m, attr)[...]
     channels = int(np.size(w)) // int(np.prod([w.shape[a] for a in axes]))
@@ -64,7 +65,7 @@ def int8_bytes(model) -> int:
 def quantize_int8(model) -> dict:
   """Replaces every dense kernel and embedding by its int8 round trip, in place; returns
   {'tensors', 'fp32_bytes', 'int8_bytes', 'max_abs_error'}."""
-  fp32 = 4 * sum(int(np.size(x)) for x in jax.tree_util.tree_leaves(nnx.state(model, nnx.Param)))
+  fp32 = 4 * pruning.parameters(model)
   stored = int8_bytes(model)
   worst = 0.0
   weights = _weights(model)
