@@ -10,8 +10,8 @@ paths on all of them (a shared file system); the runs write there and this proce
 their logs and results there.
 
 Ctrl-C cancels the running points the way a preemption stops a run (SIGTERM: train.py
-checkpoints and exits), waits for them to let go of their run directories, and leaves
-finished points as they are; a re-run resumes the others. A point whose Ray worker or node
+checkpoints and exits), waits for their processes to end, and leaves finished points as
+they are; a re-run resumes the others. A point whose Ray worker or node
 is lost is recorded as failed with Ray's error, and a re-run resumes it likewise."""
 
 from __future__ import annotations
@@ -164,6 +164,9 @@ def run_points(points: list[Point], address: str | None, parallel: int = 0,
   except KeyboardInterrupt:
     for ref in running:
       ray.cancel(ref)
+    # A cancelled task resolves once its run has exited and been reaped (run_command waits
+    # for it); the lock check then covers a run whose task was lost on the way.
+    ray.wait(list(running), num_returns=len(running))
     wait_for_runs([point for point, _ in running.values()])
     raise
   finally:
