@@ -9,6 +9,8 @@ r"""Runs train.py at every point of a grid of config values and tabulates the re
   python scripts/sweep.py ... --gpus_per_point=2   # each running point two GPUs of its own
   python scripts/sweep.py ... --launcher=ray [--ray_address=auto|HOST:PORT|ray://HOST:PORT]
       [--cpus_per_point=4 --gpus_per_point=1]      # points as Ray tasks over a cluster
+  python scripts/sweep.py ... --launcher=slurm [--slurm_partition=gpu --slurm_time_min=240]
+      [--cpus_per_point=4 --gpus_per_point=1]      # points as a SLURM job array (submitit)
 
 The points: the cartesian product of the --sweep lists, times the points of --zip (its
 lists taken in step: the i-th values of all of them make the i-th point, so they must be
@@ -30,10 +32,12 @@ again. With --launcher=local (the default) --parallel points run at a time (defa
 many as fit, each run pinned to its share of the CPUs, and with --gpus_per_point given
 GPUs of its own from CUDA_VISIBLE_DEVICES or nvidia-smi); with --launcher=ray each point
 is a Ray task asking for --cpus_per_point CPUs and --gpus_per_point GPUs, on the cluster
-of --ray_address or, without it, one started here for the sweep (docs/experiments.md:
-the paths a cluster's nodes must share). Ctrl-C stops the running points as a preemption
-does (they checkpoint; a re-run resumes them) and exits 130. DIR/lock: one sweep per
-directory at a time.
+of --ray_address or, without it, one started here for the sweep; with --launcher=slurm
+the points are one SLURM job array (submitit; its job files in DIR/slurm_jobs/), each
+job asking for those CPUs and GPUs, and a job preempted or at its time limit checkpoints
+its run and requeues itself (docs/experiments.md: the paths a cluster's nodes must
+share). Ctrl-C stops the running points as a preemption does (they checkpoint; a re-run
+resumes them) and exits 130. DIR/lock: one sweep per directory at a time.
 DIR/results.csv and DIR/results.md hold a row per point: swept values, the last validation
 metrics, the test metrics (and those of config.eval.extra_splits, e.g. test_long_bleu),
 exact match per --length_bins range of source words (em_words_LO-HI, over every scored
@@ -51,8 +55,8 @@ DIR/machine.json the kind of machine the points were timed on (attention/bench/m
 isa 'mixed' when points ran on different kinds, so that their step times are not compared).
 Exit status: 0 when every point is done, 1 when any failed (the others still run).
 
-The parts: scripts/sweeping/points.py parses the sweep into points, local.py or cluster.py
-runs them, recording what outcomes.py says, results.py and plots.py write the tables and
+The parts: scripts/sweeping/points.py parses the sweep into points, local.py, cluster.py
+(Ray) or slurm.py runs them (node.py: a run on a cluster's node), recording what outcomes.py says, results.py and plots.py write the tables and
 plots.
 """
 
@@ -70,7 +74,7 @@ sys.path.insert(0, ROOT)   # configs/ from a checkout
 
 from attention import UserError, cli  # noqa: E402
 from attention.training import workdir_lock  # noqa: E402
-from sweeping import cluster, local, plots, results  # noqa: E402
+from sweeping import cluster, local, plots, results, slurm  # noqa: E402
 from sweeping import points as points_lib  # noqa: E402
 
 _CONFIG = cli.define_config_flag('Base config of every point, as for train.py.')
@@ -82,21 +86,32 @@ _ZIP = flags.DEFINE_string('zip', None, "Lists taken in step: 'KEY=[V1,V2] KEY=[
 _SWEEP_FILE = flags.DEFINE_string('sweep_file', None,
                                   'A Python file whose get_sweep() returns a list of override '
                                   "dicts, e.g. configs/sweeps/copy_lr_layers.py.")
-_LAUNCHER = flags.DEFINE_enum('launcher', 'local', ['local', 'ray'],
-                              'Where the points run: local (processes on this machine) or ray '
-                              "(Ray tasks on the cluster of --ray_address; pip install '.[cluster]').")
+_LAUNCHER = flags.DEFINE_enum('launcher', 'local', ['local', 'ray', 'slurm'],
+                              'Where the points run: local (processes on this machine), ray '
+                              '(Ray tasks on the cluster of --ray_address) or slurm (a SLURM '
+                              "job array); ray and slurm: pip install '.[cluster]'.")
 _RAY_ADDRESS = flags.DEFINE_string('ray_address', None,
                                    "With --launcher=ray: 'auto' (the cluster `ray start` made "
                                    "here), 'HOST:PORT' or 'ray://HOST:PORT'; unset, a cluster "
                                    'on this machine is started for the sweep.')
+_SLURM_PARTITION = flags.DEFINE_string('slurm_partition', None, 'With --launcher=slurm: the '
+                                       "partition of the jobs (unset: the cluster's default).")
+_SLURM_TIME_MIN = flags.DEFINE_integer('slurm_time_min', 240, 'With --launcher=slurm: each '
+                                       "job's time limit in minutes; a job that reaches it "
+                                       'checkpoints its run and requeues itself.')
+_SLURM_CLUSTER = flags.DEFINE_enum('slurm_cluster', 'slurm', ['slurm', 'local'],
+                                   "With --launcher=slurm: slurm (sbatch) or local (submitit's "
+                                   'local executor: the same jobs as processes on this machine).')
 _PARALLEL = flags.DEFINE_integer('parallel', 0, 'Points run at a time (0 = as many as the CPUs, '
-                                 'or GPUs, have room for; with ray, as many as the cluster has).')
+                                 'or GPUs, have room for; with ray or slurm, as many as the cluster '
+                                 'has).')
 _CPUS_PER_POINT = flags.DEFINE_integer('cpus_per_point', 0,
                                        'CPUs of each point (0 = local: an equal share of this '
-                                       "machine's; ray: 1).")
+                                       "machine's; ray, slurm: 1).")
 _GPUS_PER_POINT = flags.DEFINE_integer('gpus_per_point', 0,
                                        'GPUs of each point, its own (local: by '
-                                       'CUDA_VISIBLE_DEVICES; ray: by its GPU resources).')
+                                       'CUDA_VISIBLE_DEVICES; ray: by its GPU resources; slurm: '
+                                       'by its job).')
 _METRIC = flags.DEFINE_string('metric', 'test_exact_match',
                               f'The column results.png plots: {", ".join(results.METRIC_NAMES)}, '
                               'train_ms_per_step, <split>_bleu or <split>_exact_match of a '
@@ -122,6 +137,11 @@ cli.validate(_RAY_ADDRESS, lambda v: None if v is None or RAY_ADDRESS.fullmatch(
 cli.validate_together([_LAUNCHER, _RAY_ADDRESS], lambda v: None if (
     v['ray_address'] is None or v['launcher'] == 'ray') else
     f"--ray_address={v['ray_address']} needs --launcher=ray")
+cli.validate(_SLURM_TIME_MIN, lambda v: None if v >= 1 else f'must be >= 1; got {v}')
+SLURM_FLAGS = (_SLURM_PARTITION, _SLURM_TIME_MIN, _SLURM_CLUSTER)
+cli.validate_together([_LAUNCHER, *SLURM_FLAGS], lambda v: next((
+    f'--{f.name}={v[f.name]} needs --launcher=slurm' for f in SLURM_FLAGS
+    if v['launcher'] != 'slurm' and flags.FLAGS[f.name].present), None))
 cli.validate(_METRIC, lambda v: None if PLOTTABLE.fullmatch(v) else
              f'{v!r} is not a column; allowed: {", ".join(results.METRIC_NAMES)}, train_ms_per_step, '
              '<split>_bleu, <split>_exact_match, em_words_LO-HI')
@@ -138,6 +158,8 @@ def main():
     return
   if _LAUNCHER.value == 'ray':
     cluster.require_ray()
+  elif _LAUNCHER.value == 'slurm':
+    slurm.require_submitit(_SLURM_CLUSTER.value)
   elif _GPUS_PER_POINT.value:   # no GPUs to give: say so before the sweep directory is made
     local.gpu_sets(local.visible_gpus(), _GPUS_PER_POINT.value, _PARALLEL.value)
   cli.check_creatable(_WORKDIR.value, '--workdir')   # made by the lock, gone again on a refusal
@@ -147,6 +169,10 @@ def main():
     if _LAUNCHER.value == 'ray':
       cluster.run_points(points, _RAY_ADDRESS.value, _PARALLEL.value, _CPUS_PER_POINT.value,
                          _GPUS_PER_POINT.value)
+    elif _LAUNCHER.value == 'slurm':
+      slurm.run_points(points, _WORKDIR.value, _SLURM_CLUSTER.value, _PARALLEL.value,
+                       _CPUS_PER_POINT.value, _GPUS_PER_POINT.value, _SLURM_TIME_MIN.value,
+                       _SLURM_PARTITION.value)
     else:
       local.run_points(points, _PARALLEL.value, _CPUS_PER_POINT.value, _GPUS_PER_POINT.value)
   except UserError:   # e.g. no cluster at --ray_address: a new sweep directory goes again

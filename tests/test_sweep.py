@@ -6,6 +6,7 @@ import importlib
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 
@@ -240,7 +241,18 @@ ERROR_CASES = [
     (['--sweep_file=configs/default.py'], ['no get_sweep()']),
     (['--sweep=model.num_layers=[1]', '--workdir=/dev/null/sweep'],
      ['--workdir=/dev/null/sweep', 'cannot be a directory']),
-    (['--sweep=model.num_layers=[1]', '--launcher=slurm'], ['--launcher', 'local|ray']),
+    (['--sweep=model.num_layers=[1]', '--launcher=kubernetes'], ['--launcher', 'local|ray|slurm']),
+    (['--sweep=model.num_layers=[1]', '--slurm_partition=gpu'],
+     ['--slurm_partition=gpu', '--launcher=slurm']),
+    (['--sweep=model.num_layers=[1]', '--launcher=slurm', '--slurm_time_min=0'],
+     ['--slurm_time_min', '>= 1']),
+    (['--sweep=model.num_layers=[1]', '--launcher=slurm', '--slurm_cluster=pbs'],
+     ['--slurm_cluster', 'slurm|local']),
+    # Without SLURM (a login node has sbatch): said before the sweep directory is made.
+    *([(['--sweep=model.num_layers=[1]', '--launcher=slurm'], ['--launcher=slurm', 'no sbatch'])]
+      if shutil.which('sbatch') is None else []),
+    (['--sweep=model.num_layers=[1]', '--launcher=slurm', '--slurm_cluster=local',
+      '--gpus_per_point=1'], ['--gpus_per_point', '--launcher=local']),
     (['--sweep=model.num_layers=[1]', '--ray_address=auto'], ['--ray_address=auto', '--launcher=ray']),
     (['--sweep=model.num_layers=[1]', '--launcher=ray', '--ray_address=head'],
      ['--ray_address', 'HOST:PORT']),

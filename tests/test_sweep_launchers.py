@@ -1,9 +1,11 @@
 """Where sweep points run: their own GPUs on one host (the assignment on a fake device
-list, since CI has none), and a real Ray cluster: a head started with `ray start`, then
-failures, re-runs and Ctrl-C through it, held against what the local launcher does."""
+list, since CI has none); a real Ray cluster, a head started with `ray start`; and SLURM
+jobs through submitit's local executor (no SLURM here), preemption included. Failures,
+re-runs and Ctrl-C through each, held against what the local launcher does."""
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -21,7 +23,7 @@ from tests.test_sweep import (HEADS_SWEEP, TINY, check_failed_point_sweep, heads
                               read_rows)
 
 sys.path.insert(0, os.path.join(e2e.ROOT, 'scripts'))
-from sweeping import local  # noqa: E402
+from sweeping import local, slurm  # noqa: E402
 
 FAKE_GPUS = {'CUDA_VISIBLE_DEVICES': '3,5,7,9'}
 # The test cluster listens on this machine only: no token to share between its head and
@@ -135,6 +137,34 @@ def ray_head():
     shutil.rmtree(temp, ignore_errors=True)
 
 
+def check_as_local(workdir, local_dir, out, launcher: str) -> None:
+  """A sweep through a cluster launcher ended as the local launcher's did: the failed
+  point recorded with its error, the same columns and numbers, the same points."""
+  check_failed_point_sweep(workdir, dict(returncode=out.returncode, stdout=out.stdout,
+                                         stderr=out.stderr))
+  ours, theirs = read_rows(workdir), read_rows(local_dir)
+  assert [list(r) for r in ours] == [list(r) for r in theirs]   # the same columns
+  for mine, other in zip(ours, theirs):
+    for key in ('model.num_heads', 'status', 'error', 'params', 'val_exact_match',
+                'test_exact_match', 'test_bleu'):
+      assert mine[key] == other[key], (key, mine, other)   # same runs, same numbers
+  points = sorted(n for n in os.listdir(workdir) if n != slurm.JOBS_DIR)
+  assert points == sorted(os.listdir(local_dir))
+  info = json.loads((workdir / 'model.num_heads=4' / 'sweep.json').read_text())
+  assert info['launcher'] == launcher and info['host'] == socket.gethostname()
+  assert info['cpu_s'] > 0 and info['gpus'] == []
+
+
+def check_rerun(workdir, again, submitted: str) -> None:
+  """A re-run skips the finished point, tries the failed one again, changes nothing of
+  the done one's directory (checked by the caller) and ends as the first run did."""
+  assert again.returncode == 1, again.stdout[-2000:] + again.stderr[-2000:]
+  assert 'model.num_heads=4: done already, skipped' in again.stdout
+  assert f'[1/1] model.num_heads=3: {submitted}' in again.stdout, again.stdout
+  check_failed_point_sweep(workdir, dict(returncode=again.returncode, stdout=again.stdout,
+                                         stderr=again.stderr))
+
+
 @pytest.mark.slow
 def test_a_ray_cluster_runs_a_sweep_as_local_does(ray_head, heads_sweep, data_dir, tmp_path):
   """Both points at once through the cluster's head: the failing one is recorded with its
@@ -147,28 +177,74 @@ def test_a_ray_cluster_runs_a_sweep_as_local_does(ray_head, heads_sweep, data_di
   args = (*TINY, f'--config.data.data_dir={data_dir}', f'--workdir={workdir}', *HEADS_SWEEP,
           '--launcher=ray')
   out = e2e.run('scripts/sweep.py', *args, f'--ray_address={head}', timeout=900, env=NO_AUTH)
-  check_failed_point_sweep(workdir, dict(returncode=out.returncode, stdout=out.stdout,
-                                         stderr=out.stderr))
-  ours, theirs = read_rows(workdir), read_rows(local_dir)
-  assert [list(r) for r in ours] == [list(r) for r in theirs]   # the same columns
-  for mine, other in zip(ours, theirs):
-    for key in ('model.num_heads', 'status', 'error', 'params', 'val_exact_match',
-                'test_exact_match', 'test_bleu'):
-      assert mine[key] == other[key], (key, mine, other)   # same runs, same numbers
-  assert sorted(os.listdir(workdir)) == sorted(os.listdir(local_dir))
-  info = json.loads((workdir / 'model.num_heads=4' / 'sweep.json').read_text())
-  assert info['launcher'] == 'ray' and info['host'] == socket.gethostname()
-  assert info['cpu_s'] > 0 and info['gpus'] == []
-
+  check_as_local(workdir, local_dir, out, 'ray')
   done = e2e.snapshot(workdir / 'model.num_heads=4')
   again = e2e.run('scripts/sweep.py', *args, f'--ray_address={client}', timeout=900,
                   env=NO_AUTH)
-  assert again.returncode == 1, again.stdout[-2000:] + again.stderr[-2000:]
-  assert 'model.num_heads=4: done already, skipped' in again.stdout
-  assert '[1/1] model.num_heads=3: submitted' in again.stdout
+  check_rerun(workdir, again, 'submitted')
   assert e2e.snapshot(workdir / 'model.num_heads=4') == done
-  check_failed_point_sweep(workdir, dict(returncode=again.returncode, stdout=again.stdout,
-                                         stderr=again.stderr))
+
+
+@pytest.mark.slow
+def test_a_slurm_job_array_runs_a_sweep_as_local_does(heads_sweep, data_dir, tmp_path):
+  """The same sweep as SLURM jobs, through submitit's local executor (the jobs as
+  processes here, with what SLURM gives a job: its files, result pickles, signals)."""
+  local_dir, _ = heads_sweep
+  workdir = tmp_path / 'heads'
+  args = (*TINY, f'--config.data.data_dir={data_dir}', f'--workdir={workdir}', *HEADS_SWEEP,
+          '--launcher=slurm', '--slurm_cluster=local')
+  out = e2e.run('scripts/sweep.py', *args, timeout=900)
+  check_as_local(workdir, local_dir, out, 'slurm')
+  info = json.loads((workdir / 'model.num_heads=4' / 'sweep.json').read_text())
+  assert info['attempts'] == 1 and info['job'], info
+  done = e2e.snapshot(workdir / 'model.num_heads=4')
+  again = e2e.run('scripts/sweep.py', *args, timeout=900)
+  check_rerun(workdir, again, 'submitted as job')
+  assert e2e.snapshot(workdir / 'model.num_heads=4') == done
+
+
+@pytest.mark.slow
+def test_a_preempted_slurm_job_checkpoints_requeues_and_resumes(data_dir, tmp_path):
+  """SIGUSR2 to a running job, as SLURM warns a job before its time limit or a preemption:
+  the job stops its run with a checkpoint and requeues itself; the job that follows
+  resumes the run from that checkpoint and finishes it."""
+  workdir = tmp_path / 'preempted'
+  name = 'train.learning_rate=0.001'
+  run_dir = workdir / name
+  sweep = subprocess.Popen(
+      [sys.executable, os.path.join(e2e.ROOT, 'scripts/sweep.py'), *TINY,
+       f'--config.data.data_dir={data_dir}', f'--workdir={workdir}',
+       '--sweep=train.learning_rate=[1e-3]', '--config.train.num_steps=600',
+       '--config.train.log_every_steps=20', '--config.eval.every_steps=600',
+       '--config.checkpoint.every_steps=600', '--launcher=slurm', '--slurm_cluster=local'],
+      cwd=e2e.ROOT, env=e2e.environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      text=True, start_new_session=True)
+  try:
+    deadline = time.time() + 300
+    while not ((run_dir / 'metrics.jsonl').exists() and
+               (run_dir / 'metrics.jsonl').stat().st_size):
+      assert sweep.poll() is None, sweep.communicate()
+      assert time.time() < deadline, 'the run did not start training within 300 s'
+      time.sleep(0.2)
+    run_pid = json.loads((run_dir / 'lock').read_text())['pid']
+    with open(f'/proc/{run_pid}/stat') as f:   # the job: the run's parent
+      job_pid = int(f.read().rsplit(')', 1)[1].split()[1])
+    os.kill(job_pid, signal.SIGUSR2)
+    stdout, stderr = sweep.communicate(timeout=300)
+  finally:
+    if sweep.poll() is None:
+      os.killpg(sweep.pid, signal.SIGKILL)
+  assert sweep.returncode == 0, (stdout[-2000:], stderr[-2000:])
+  info = json.loads((run_dir / 'sweep.json').read_text())
+  assert info['status'] == 'done' and info['attempts'] == 2, info
+  log = (run_dir / 'sweep.log').read_text()
+  stopped = re.search(r'SIGTERM: stopped after step (\d+) with a checkpoint', log)
+  assert stopped and 0 < int(stopped.group(1)) < 600, log[-3000:]
+  assert f'resumed from step {stopped.group(1)}' in log, log[-3000:]
+  steps = [json.loads(line)['step'] for line in (run_dir / 'metrics.jsonl').read_text().splitlines()
+           if json.loads(line)['split'] == 'train']
+  assert steps == sorted(set(steps)) and steps[-1] == 600   # one run, resumed, to its end
+  assert json.loads((run_dir / 'eval' / 'test.json').read_text())['step'] == 600
 
 
 def start_long_sweep(workdir, data_dir, ray_temp, *launcher):
@@ -188,16 +264,18 @@ def start_long_sweep(workdir, data_dir, ray_temp, *launcher):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('launcher', ['local', 'ray'])
+@pytest.mark.parametrize('launcher', ['local', 'ray', 'slurm'])
 def test_ctrl_c_stops_the_running_points_with_a_checkpoint(launcher, data_dir, tmp_path):
   """Ctrl-C (SIGINT to the sweep's process group) once both runs train: the sweep exits 130
   after its runs have checkpointed and let go of their directories; no run is left, and
   no point is recorded as done or failed, so a re-run resumes them. With ray, through the
-  cluster the sweep starts on this machine when no --ray_address is given."""
+  cluster the sweep starts on this machine when no --ray_address is given; with slurm,
+  through submitit's local executor."""
   workdir = tmp_path / 'long'
   names = ['train.learning_rate=0.001', 'train.learning_rate=0.003']
   ray_temp = tempfile.mkdtemp(prefix='ray-', dir='/tmp')   # socket paths stop at 107 bytes
-  sweep = start_long_sweep(workdir, data_dir, ray_temp, f'--launcher={launcher}')
+  sweep = start_long_sweep(workdir, data_dir, ray_temp, f'--launcher={launcher}',
+                           *(['--slurm_cluster=local'] if launcher == 'slurm' else []))
   try:
     deadline = time.time() + 300
     while not all((workdir / n / 'metrics.jsonl').exists() and

@@ -23,8 +23,9 @@ import time
 
 from attention import UserError
 from attention.training import workdir_lock
-from sweeping import outcomes
+from sweeping import node, outcomes
 from sweeping.local import available_cpus
+from sweeping.node import Run
 from sweeping.points import Point
 
 # The local cluster's object store: points pass nothing through it but a few numbers.
@@ -32,47 +33,14 @@ OBJECT_STORE_BYTES = 100 * 2**20
 POLL_S = 0.5
 
 
-def stop_with_parent() -> None:
-  """In the run's process, before it starts: SIGTERM it (a preemption: it checkpoints)
-  when the Ray worker that started it dies, so that a lost worker leaves no run behind."""
-  import ctypes
-  import signal
-  PR_SET_PDEATHSIG = 1
-  ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 def run_command(command: list[str], cwd: str, log_path: str, cpus: int) -> dict:
   """The Ray task of one point (on whichever node Ray chose): runs `command` to its end
-  and returns its exit status and where it ran. Ray cancels a task by raising
-  KeyboardInterrupt between Python bytecodes, hence polling rather than a blocking wait;
-  the run then gets SIGTERM, as from a preemption, and this waits for its checkpoint."""
-  import signal
-  import socket
-  import subprocess
-  import time
-
+  and returns what it did (sweeping/node.py) and the GPUs Ray gave it. Ray cancels a task
+  by raising KeyboardInterrupt in it: the run is then stopped as by a preemption, and the
+  task ends once it has checkpointed and exited."""
   import ray
-  began = time.time()
-  # OMP_NUM_THREADS: OpenMP and BLAS pools to the point's CPUs (Ray counts CPUs, it does
-  # not pin them). PYTHONUNBUFFERED: the log's last line is then train.py's error.
-  env = dict(os.environ, OMP_NUM_THREADS=str(cpus), PYTHONUNBUFFERED='1')
-  with open(log_path, 'w') as log:
-    proc = subprocess.Popen(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                            preexec_fn=stop_with_parent)
-    try:
-      while True:   # wait4: the run's own CPU time, as sweeping/local.py records it
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-          break
-        time.sleep(0.2)
-    except KeyboardInterrupt:
-      proc.send_signal(signal.SIGTERM)
-      proc.wait()
-      raise
-  proc.returncode = os.waitstatus_to_exitcode(status)
-  return dict(returncode=proc.returncode, wall_s=time.time() - began,
-              usage=usage, host=socket.gethostname(),
-              gpus=[str(g) for g in ray.get_gpu_ids()])
+  out = Run(command, cwd, log_path, cpus).wait()
+  return dict(out, gpus=[str(g) for g in ray.get_gpu_ids()])
 
 
 def require_ray():
@@ -86,9 +54,10 @@ def require_ray():
 def connect(address: str | None):
   """Joins the cluster at `address`, or starts one here for the sweep; returns ray."""
   ray = require_ray()
-  # The task travels by value: a worker imports nothing of this checkout but what the
-  # command it runs imports.
+  # The task travels by value (a class or function of a module registered so is pickled
+  # whole): a worker imports nothing of this checkout but what the command it runs imports.
   ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+  ray.cloudpickle.register_pickle_by_value(node)
   quiet = dict(log_to_driver=False, logging_level='warning')
   if address not in (None, 'auto'):
     reachable(address)
