@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 WORKDIR ?= runs/default
-# The suite tests the Ray launcher of scripts/sweep.py on a real Ray cluster: `cluster`.
+# The suite tests the Ray and SLURM launchers of scripts/sweep.py (a real Ray cluster;
+# submitit's local executor): `cluster`.
 EXTRAS ?= test,cluster
 # Tests run on both cores; each worker is one process with its own XLA compile cache.
 PYTEST_WORKERS ?= 2
