@@ -56,8 +56,8 @@ isa 'mixed' when points ran on different kinds, so that their step times are not
 Exit status: 0 when every point is done, 1 when any failed (the others still run).
 
 The parts: scripts/sweeping/points.py parses the sweep into points, local.py, cluster.py
-(Ray) or slurm.py runs them (node.py: a run on a cluster's node), recording what outcomes.py says, results.py and plots.py write the tables and
-plots.
+(Ray) or slurm.py runs them (node.py: a run on a cluster's node), recording what
+outcomes.py says, results.py and plots.py write the tables and plots.
 """
 
 from __future__ import annotations
