@@ -9,8 +9,9 @@ r"""Runs train.py at every point of a grid of config values and tabulates the re
   python scripts/sweep.py ... --gpus_per_point=2   # each running point two GPUs of its own
   python scripts/sweep.py ... --launcher=ray [--ray_address=auto|HOST:PORT|ray://HOST:PORT]
       [--cpus_per_point=4 --gpus_per_point=1]      # points as Ray tasks over a cluster
-  python scripts/sweep.py ... --launcher=slurm [--slurm_partition=gpu --slurm_time_min=240]
-      [--cpus_per_point=4 --gpus_per_point=1]      # points as a SLURM job array (submitit)
+  python scripts/sweep.py ... --launcher=slurm [--slurm_partition=gpu --slurm_time_min=240
+      --slurm_options=account=proj,mem=32G --cpus_per_point=4 --gpus_per_point=1]
+                                                   # points as a SLURM job array (submitit)
 
 The points: the cartesian product of the --sweep lists, times the points of --zip (its
 lists taken in step: the i-th values of all of them make the i-th point, so they must be
@@ -34,9 +35,9 @@ GPUs of its own from CUDA_VISIBLE_DEVICES or nvidia-smi); with --launcher=ray ea
 is a Ray task asking for --cpus_per_point CPUs and --gpus_per_point GPUs, on the cluster
 of --ray_address or, without it, one started here for the sweep; with --launcher=slurm
 the points are one SLURM job array (submitit; its job files in DIR/slurm_jobs/), each
-job asking for those CPUs and GPUs, and a job preempted or at its time limit checkpoints
-its run and requeues itself (docs/experiments.md: the paths a cluster's nodes must
-share). Ctrl-C stops the running points as a preemption does (they checkpoint; a re-run
+job asking for those CPUs and GPUs, and a job warned of its time limit checkpoints its
+run and requeues itself (docs/experiments.md: preemption, and the paths a cluster's nodes
+must share). Ctrl-C stops the running points as a preemption does (they checkpoint; a re-run
 resumes them) and exits 130. DIR/lock: one sweep per directory at a time.
 DIR/results.csv and DIR/results.md hold a row per point: swept values, the last validation
 metrics, the test metrics (and those of config.eval.extra_splits, e.g. test_long_bleu),
@@ -99,6 +100,9 @@ _SLURM_PARTITION = flags.DEFINE_string('slurm_partition', None, 'With --launcher
 _SLURM_TIME_MIN = flags.DEFINE_integer('slurm_time_min', 240, 'With --launcher=slurm: each '
                                        "job's time limit in minutes; a job that reaches it "
                                        'checkpoints its run and requeues itself.')
+_SLURM_OPTIONS = flags.DEFINE_list('slurm_options', [], 'With --launcher=slurm: other sbatch '
+                                    'options as KEY=VALUE by their long names, e.g. '
+                                    'account=proj,qos=high,mem=32G.')
 _SLURM_CLUSTER = flags.DEFINE_enum('slurm_cluster', 'slurm', ['slurm', 'local'],
                                    "With --launcher=slurm: slurm (sbatch) or local (submitit's "
                                    'local executor: the same jobs as processes on this machine).')
@@ -138,9 +142,10 @@ cli.validate_together([_LAUNCHER, _RAY_ADDRESS], lambda v: None if (
     v['ray_address'] is None or v['launcher'] == 'ray') else
     f"--ray_address={v['ray_address']} needs --launcher=ray")
 cli.validate(_SLURM_TIME_MIN, lambda v: None if v >= 1 else f'must be >= 1; got {v}')
-SLURM_FLAGS = (_SLURM_PARTITION, _SLURM_TIME_MIN, _SLURM_CLUSTER)
+SLURM_FLAGS = (_SLURM_PARTITION, _SLURM_TIME_MIN, _SLURM_OPTIONS, _SLURM_CLUSTER)
 cli.validate_together([_LAUNCHER, *SLURM_FLAGS], lambda v: next((
-    f'--{f.name}={v[f.name]} needs --launcher=slurm' for f in SLURM_FLAGS
+    f'--{f.name}={flags.FLAGS[f.name].serialize().partition("=")[2]} needs --launcher=slurm'
+    for f in SLURM_FLAGS
     if v['launcher'] != 'slurm' and flags.FLAGS[f.name].present), None))
 cli.validate(_METRIC, lambda v: None if PLOTTABLE.fullmatch(v) else
              f'{v!r} is not a column; allowed: {", ".join(results.METRIC_NAMES)}, train_ms_per_step, '
@@ -160,6 +165,7 @@ def main():
     cluster.require_ray()
   elif _LAUNCHER.value == 'slurm':
     slurm.require_submitit(_SLURM_CLUSTER.value)
+    slurm_options = slurm.parse_options(_SLURM_OPTIONS.value)
   elif _GPUS_PER_POINT.value:   # no GPUs to give: say so before the sweep directory is made
     local.gpu_sets(local.visible_gpus(), _GPUS_PER_POINT.value, _PARALLEL.value)
   cli.check_creatable(_WORKDIR.value, '--workdir')   # made by the lock, gone again on a refusal
@@ -172,7 +178,7 @@ def main():
     elif _LAUNCHER.value == 'slurm':
       slurm.run_points(points, _WORKDIR.value, _SLURM_CLUSTER.value, _PARALLEL.value,
                        _CPUS_PER_POINT.value, _GPUS_PER_POINT.value, _SLURM_TIME_MIN.value,
-                       _SLURM_PARTITION.value)
+                       _SLURM_PARTITION.value, slurm_options)
     else:
       local.run_points(points, _PARALLEL.value, _CPUS_PER_POINT.value, _GPUS_PER_POINT.value)
   except UserError:   # e.g. no cluster at --ray_address: a new sweep directory goes again

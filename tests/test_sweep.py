@@ -246,6 +246,10 @@ ERROR_CASES = [
      ['--slurm_partition=gpu', '--launcher=slurm']),
     (['--sweep=model.num_layers=[1]', '--launcher=slurm', '--slurm_time_min=0'],
      ['--slurm_time_min', '>= 1']),
+    (['--sweep=model.num_layers=[1]', '--slurm_options=account=proj'],
+     ['--slurm_options=account=proj', '--launcher=slurm']),
+    (['--sweep=model.num_layers=[1]', '--launcher=slurm', '--slurm_cluster=local',
+      '--slurm_options=account'], ['--slurm_options', "'account' is not KEY=VALUE"]),
     (['--sweep=model.num_layers=[1]', '--launcher=slurm', '--slurm_cluster=pbs'],
      ['--slurm_cluster', 'slurm|local']),
     # Without SLURM (a login node has sbatch): said before the sweep directory is made.

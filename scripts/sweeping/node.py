@@ -46,8 +46,8 @@ class Run:
 
   def wait(self) -> dict:
     """Waits for the run to end and returns what it did. Polls rather than blocks: Ray
-    cancels a task, and a SLURM job takes its signals, between Python bytecodes. A
-    KeyboardInterrupt (Ray's cancel) stops the run first."""
+    cancels a task by raising KeyboardInterrupt from another thread, which only lands
+    between Python bytecodes; the run is then stopped first."""
     try:
       while self.outcome is None:
         self._reap(os.WNOHANG)
@@ -60,8 +60,14 @@ class Run:
   def stop(self) -> None:
     """SIGTERM, as a preemption: the run checkpoints and exits; returns once it has."""
     if self.outcome is None:
-      self.proc.send_signal(signal.SIGTERM)
+      self.signal(signal.SIGTERM)
       self._reap(0)
+
+  def signal(self, signum: int) -> None:
+    """Signals the run while it is not reaped (os.kill: Popen.send_signal may reap it
+    behind wait4's back)."""
+    if self.outcome is None:
+      os.kill(self.proc.pid, signum)
 
   def _reap(self, options: int) -> None:
     # wait4: the run's own CPU time and memory, whatever else the node runs.
