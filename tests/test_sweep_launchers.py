@@ -126,13 +126,17 @@ def ray_head():
           time.sleep(0.5)
     yield f'127.0.0.1:{port}', f'ray://127.0.0.1:{client_port}'
   finally:
-    try:
-      os.killpg(head.pid, signal.SIGTERM)
+    try:   # Ctrl-C, as a user stops `ray start --block`: Ray takes a minute over SIGTERM
+      os.killpg(head.pid, signal.SIGINT)
       head.wait(timeout=60)
     except subprocess.TimeoutExpired:
       os.killpg(head.pid, signal.SIGKILL)
       head.wait()
     except ProcessLookupError:   # it failed to start: the assertion above says why
+      pass
+    try:   # whatever of its session outlived the head (none, when Ray stops cleanly)
+      os.killpg(head.pid, signal.SIGKILL)
+    except ProcessLookupError:
       pass
     shutil.rmtree(temp, ignore_errors=True)
 

@@ -31,6 +31,7 @@ from sweeping.points import Point
 # The local cluster's object store: points pass nothing through it but a few numbers.
 OBJECT_STORE_BYTES = 100 * 2**20
 POLL_S = 0.5
+CLIENT_ATTEMPTS = 3
 
 
 def run_command(command: list[str], cwd: str, log_path: str, cpus: int) -> dict:
@@ -61,18 +62,25 @@ def connect(address: str | None):
   quiet = dict(log_to_driver=False, logging_level='warning')
   if address not in (None, 'auto'):
     reachable(address)
-  try:
-    if address is None:
-      ray.init(num_cpus=len(available_cpus()), include_dashboard=False,
-               object_store_memory=OBJECT_STORE_BYTES, **quiet)
-    else:
-      ray.init(address=address, **quiet)
-  except Exception as e:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError
-    where = f'--ray_address={address}' if address else '--launcher=ray'
-    raise UserError(f'{where}: cannot start or join a Ray cluster '
-                    f'({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})'
-                    ) from None
-  return ray
+  # Ray Client's server starts a process of its own per client, forking a process that
+  # runs gRPC threads; now and then that process dies at birth and the client gets
+  # "Initialization failure from server". The next attempt gets a new one.
+  attempts = CLIENT_ATTEMPTS if address and address.startswith('ray://') else 1
+  for attempt in range(attempts):
+    try:
+      if address is None:
+        ray.init(num_cpus=len(available_cpus()), include_dashboard=False,
+                 object_store_memory=OBJECT_STORE_BYTES, **quiet)
+      else:
+        ray.init(address=address, **quiet)
+      return ray
+    except Exception as e:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError
+      why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+      if attempt + 1 < attempts and 'Initialization failure' in why:
+        time.sleep(2)
+        continue
+      where = f'--ray_address={address}' if address else '--launcher=ray'
+      raise UserError(f'{where}: cannot start or join a Ray cluster ({why})') from None
 
 
 def reachable(address: str) -> None:
