@@ -36,9 +36,10 @@ is a Ray task asking for --cpus_per_point CPUs and --gpus_per_point GPUs, on the
 of --ray_address or, without it, one started here for the sweep; with --launcher=slurm
 the points are one SLURM job array (submitit; its job files in DIR/slurm_jobs/), each
 job asking for those CPUs and GPUs, and a job warned of its time limit checkpoints its
-run and requeues itself (docs/experiments.md: preemption, and the paths a cluster's nodes
-must share). Ctrl-C stops the running points as a preemption does (they checkpoint; a re-run
-resumes them) and exits 130. DIR/lock: one sweep per directory at a time.
+run and requeues itself (docs/experiments.md: preemption, and the paths a cluster's
+nodes must share). Ctrl-C stops the running points as a preemption does (they
+checkpoint; a re-run resumes them) and exits 130. DIR/lock: one sweep per directory at a
+time.
 DIR/results.csv and DIR/results.md hold a row per point: swept values, the last validation
 metrics, the test metrics (and those of config.eval.extra_splits, e.g. test_long_bleu),
 exact match per --length_bins range of source words (em_words_LO-HI, over every scored

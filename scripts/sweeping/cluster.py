@@ -11,8 +11,8 @@ their logs and results there.
 
 Ctrl-C cancels the running points the way a preemption stops a run (SIGTERM: train.py
 checkpoints and exits), waits for their processes to end, and leaves finished points as
-they are; a re-run resumes the others. A point whose Ray worker or node
-is lost is recorded as failed with Ray's error, and a re-run resumes it likewise."""
+they are; a re-run resumes the others. A point whose Ray worker or node is lost is
+recorded as failed with Ray's error, and a re-run resumes it likewise."""
 
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ import sys
 import time
 
 from attention import UserError
-from attention.training import workdir_lock
 from sweeping import node, outcomes
 from sweeping.local import available_cpus
 from sweeping.node import Run
@@ -94,13 +93,6 @@ def reachable(address: str) -> None:
                     f'({e.strerror or e}); is the cluster started?') from None
 
 
-def wait_for_runs(points: list[Point]) -> None:
-  """Returns once no run of `points` holds its run directory (train.py holds WORKDIR/lock
-  until it has checkpointed and exited)."""
-  while any(workdir_lock.is_held(p.workdir) for p in points):
-    time.sleep(POLL_S)
-
-
 def run_points(points: list[Point], address: str | None, parallel: int = 0,
                cpus_per_point: int = 0, gpus_per_point: int = 0) -> None:
   """Runs the points not done yet as Ray tasks, at most `parallel` (0: any number) at once
@@ -144,7 +136,7 @@ def run_points(points: list[Point], address: str | None, parallel: int = 0,
     # A cancelled task resolves once its run has exited and been reaped (run_command waits
     # for it); the lock check then covers a run whose task was lost on the way.
     ray.wait(list(running), num_returns=len(running))
-    wait_for_runs([point for point, _ in running.values()])
+    outcomes.wait_for_runs([point for point, _ in running.values()])
     raise
   finally:
     ray.shutdown()

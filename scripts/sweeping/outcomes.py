@@ -9,7 +9,9 @@ import json
 import os
 import re
 import shlex
+import time
 
+from attention.training import workdir_lock
 from sweeping.points import Point, is_done
 
 LOG = 'sweep.log'
@@ -62,3 +64,11 @@ def finish(point: Point, returncode: int, wall_s: float, error: str = '', **wher
   detail = f': {error}' if error else ''
   print(f'{point.name}: {info["status"]} in {info["wall_s"]:.0f} s{detail}', flush=True)
   return info
+
+
+def wait_for_runs(points: list[Point], poll_s: float = 0.5) -> None:
+  """Returns once no run of `points` holds its run directory (train.py holds WORKDIR/lock
+  until it has checkpointed and exited): what a launcher that stopped runs on other
+  machines can see of them."""
+  while any(workdir_lock.is_held(p.workdir) for p in points):
+    time.sleep(poll_s)

@@ -31,7 +31,6 @@ import sys
 import time
 
 from attention import UserError
-from attention.training import workdir_lock
 from sweeping import node, outcomes
 from sweeping.node import Run
 from sweeping.points import Point
@@ -226,6 +225,5 @@ def run_points(points: list[Point], workdir: str, cluster: str = 'slurm', parall
     # force_check: ask SLURM now rather than wait for submitit's next look at sacct.
     while not all(job.done(force_check=True) for job in running):
       time.sleep(POLL_S[cluster])
-    while any(workdir_lock.is_held(point.workdir) for point, _ in running.values()):
-      time.sleep(0.5)
+    outcomes.wait_for_runs([point for point, _ in running.values()])
     raise
